@@ -1,0 +1,137 @@
+//! What `inspect` reads: counts from the tally, times from the indexes, upload state
+//! from `meta`, and the events themselves in the order they would leave.
+
+use std::collections::BTreeMap;
+
+use rusqlite::{OptionalExtension, Transaction};
+
+use crate::error::{Error, Result};
+use crate::event::{Kind, Status};
+use crate::level::Level;
+use crate::spool::meta::{self, LastUpload};
+use crate::spool::{Spool, StoredEvent};
+use crate::wire::Millis;
+
+/// The state of a spool at one moment.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Summary {
+    /// Waiting to be sent, in flight included, rejected excluded.
+    pub queued: u64,
+    pub in_flight: u64,
+    pub rejected: u64,
+    pub dropped: u64,
+    /// Queued events by kind and status.
+    pub by_kind: BTreeMap<Kind, BTreeMap<Status, u64>>,
+    pub oldest: Option<Millis>,
+    pub newest: Option<Millis>,
+    pub last_upload: Option<LastUpload>,
+    pub next_attempt: Option<Millis>,
+}
+
+impl Summary {
+    /// The summary of a spool that does not exist yet.
+    pub fn empty() -> Summary {
+        let mut s = Summary::default();
+        for kind in Kind::ALL {
+            s.by_kind
+                .insert(kind, Status::ALL.into_iter().map(|st| (st, 0)).collect());
+        }
+        s
+    }
+}
+
+impl Spool {
+    pub fn summary(&mut self, now: Millis) -> Result<Summary> {
+        self.read(|tx| summarize(tx, now))
+    }
+
+    /// Calls `each` with queued events (not rejected), oldest first, at most `limit`.
+    pub fn queued_events(
+        &mut self,
+        limit: Option<u64>,
+        mut each: impl FnMut(StoredEvent) -> Result<()>,
+    ) -> Result<()> {
+        self.read(|tx| {
+            let mut stmt = tx.prepare(
+                "SELECT e.id, e.kind, e.status, e.ts, e.level, e.parameters,
+                        s.session_id, s.client_ver, s.schema_ver
+                 FROM events e JOIN streams s ON s.id = e.stream
+                 WHERE e.rejected = 0
+                 ORDER BY e.ts, e.id
+                 LIMIT ?1",
+            )?;
+            let limit = limit.map_or(-1, |n| n as i64);
+            let mut rows = stmt.query([limit])?;
+            while let Some(row) = rows.next()? {
+                each(stored_event(row)?)?;
+            }
+            Ok(())
+        })
+    }
+}
+
+/// Reads one row of `events e JOIN streams s` selected as in `queued_events`.
+pub(crate) fn stored_event(row: &rusqlite::Row) -> Result<StoredEvent> {
+    let kind: i64 = row.get(1)?;
+    let status: i64 = row.get(2)?;
+    let level: i64 = row.get(4)?;
+    let bad = |what: &str| Error::Corrupt(format!("an event row has an invalid {what}"));
+    Ok(StoredEvent {
+        id: row.get(0)?,
+        kind: Kind::from_code(kind).ok_or_else(|| bad("kind"))?,
+        status: Status::from_code(status).ok_or_else(|| bad("status"))?,
+        ts: row.get(3)?,
+        level: Level::from_number(level).ok_or_else(|| bad("level"))?,
+        parameters: row.get(5)?,
+        session_id: row.get(6)?,
+        client_ver: row.get(7)?,
+        schema_ver: row.get(8)?,
+    })
+}
+
+fn summarize(tx: &Transaction, now: Millis) -> Result<Summary> {
+    let mut s = Summary::empty();
+    let mut stmt = tx.prepare("SELECT kind, status, rejected, events FROM tally")?;
+    let mut rows = stmt.query([])?;
+    while let Some(row) = rows.next()? {
+        let (kind, status, rejected, n): (i64, i64, i64, i64) =
+            (row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?);
+        let n = n.max(0) as u64;
+        if rejected != 0 {
+            s.rejected += n;
+            continue;
+        }
+        s.queued += n;
+        if let (Some(kind), Some(status)) = (Kind::from_code(kind), Status::from_code(status)) {
+            *s.by_kind
+                .entry(kind)
+                .or_default()
+                .entry(status)
+                .or_default() += n;
+        }
+    }
+    s.in_flight = tx.query_row(
+        "SELECT count(*) FROM events WHERE lease_until IS NOT NULL AND lease_until > ?1
+           AND rejected = 0",
+        [now],
+        |r| r.get::<_, i64>(0),
+    )? as u64;
+    s.dropped = meta::get_i64(tx, meta::DROPPED)?.unwrap_or(0).max(0) as u64;
+    s.oldest = tx
+        .query_row(
+            "SELECT ts FROM events WHERE rejected = 0 ORDER BY ts LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    s.newest = tx
+        .query_row(
+            "SELECT ts FROM events WHERE rejected = 0 ORDER BY ts DESC LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    s.last_upload = meta::last_upload(tx)?;
+    s.next_attempt = meta::get_i64(tx, meta::NEXT_ATTEMPT)?.filter(|&t| t > now);
+    Ok(s)
+}
