@@ -71,14 +71,11 @@ pub enum Command {
 }
 
 #[derive(Debug, Args)]
-#[command(
-    args_conflicts_with_subcommands = true,
-    after_help = "Examples:\n  \
+#[command(after_help = "Examples:\n  \
         telespool record evaluation-task --task mmlu --framework lm-eval --model my/model --status started\n  \
         telespool record launcher-job --executor slurm --deployment vllm --model my/model --status success --task mmlu --task gsm8k\n  \
         telespool record --json '{\"name\": \"EvaluationTaskEvent\", \"parameters\": {\"task\": \"mmlu\", \"frameworkName\": \"lm-eval\", \"model\": \"m\", \"status\": \"success\"}}'\n  \
-        producer | telespool record --json -     # one event per line, all or nothing"
-)]
+        producer | telespool record --json -     # one event per line, all or nothing")]
 pub struct RecordArgs {
     #[command(subcommand)]
     pub kind: Option<RecordKind>,

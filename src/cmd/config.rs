@@ -62,9 +62,11 @@ fn set(key: &str, text: &str, ctx: &Context) -> Result<i32> {
             "0" => Level::Off,
             "1" => Level::Minimal,
             "2" => Level::Default,
-            _ => return Err(Error::usage(format!(
+            _ => {
+                return Err(Error::usage(format!(
                 "telemetry.level: `{text}` is not a level; use 0 (OFF), 1 (MINIMAL) or 2 (DEFAULT)"
-            ))),
+            )))
+            }
         };
         file.set_and_save(
             LEVEL_KEY,

@@ -1,0 +1,183 @@
+#![allow(dead_code)] // each test binary uses a different part of this module
+
+//! A private world for one test: its own HOME, config directory and spool, and the
+//! built binary run in it with an environment that holds nothing of the caller's.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_telespool");
+
+pub struct Sandbox {
+    _root: tempfile::TempDir,
+    pub home: PathBuf,
+    pub config_home: PathBuf,
+    pub spool: PathBuf,
+}
+
+impl Default for Sandbox {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Sandbox {
+    pub fn new() -> Sandbox {
+        let root = tempfile::tempdir().expect("temp dir");
+        let home = root.path().join("home");
+        let config_home = root.path().join("config");
+        std::fs::create_dir_all(&home).unwrap();
+        Sandbox {
+            spool: root.path().join("spool"),
+            home,
+            config_home,
+            _root: root,
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        self._root.path()
+    }
+
+    pub fn config_file(&self) -> PathBuf {
+        self.config_home.join("nemo-evaluator").join("config.yaml")
+    }
+
+    pub fn db_file(&self) -> PathBuf {
+        self.spool.join("spool.db")
+    }
+
+    /// The binary with a clean environment pointing at this sandbox.
+    pub fn cmd(&self) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", &self.home)
+            .env("XDG_CONFIG_HOME", &self.config_home)
+            .env("XDG_DATA_HOME", self.home.join(".local/share"))
+            .env("TELESPOOL_DIR", &self.spool)
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().expect("run telespool")
+    }
+
+    pub fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut cmd = self.cmd();
+        cmd.args(args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().expect("run telespool")
+    }
+
+    /// Runs with `stdin` fed to the process.
+    pub fn run_stdin(&self, args: &[&str], stdin: &[u8]) -> Output {
+        use std::io::Write;
+        let mut child = self
+            .cmd()
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn telespool");
+        let mut input = child.stdin.take().unwrap();
+        let data = stdin.to_vec();
+        let writer = std::thread::spawn(move || {
+            let _ = input.write_all(&data);
+        });
+        let out = child.wait_with_output().expect("wait telespool");
+        let _ = writer.join();
+        out
+    }
+
+    /// Records one EvaluationTaskEvent and asserts success.
+    pub fn record_task(&self, task: &str, model: &str, status: &str) {
+        let out = self.run(&[
+            "record",
+            "evaluation-task",
+            "--task",
+            task,
+            "--framework",
+            "lm-eval",
+            "--model",
+            model,
+            "--status",
+            status,
+        ]);
+        assert_ok(&out);
+    }
+
+    /// `inspect --json --events --limit 0`, parsed.
+    pub fn inspect(&self) -> Value {
+        self.inspect_env(&[])
+    }
+
+    pub fn inspect_env(&self, env: &[(&str, &str)]) -> Value {
+        let out = self.run_env(&["inspect", "--json", "--events", "--limit", "0"], env);
+        assert_ok(&out);
+        serde_json::from_slice(&out.stdout).expect("inspect --json is JSON")
+    }
+
+    pub fn queued(&self) -> u64 {
+        self.inspect()["queued"].as_u64().unwrap()
+    }
+
+    /// Every byte of every file in the spool directory, for privacy checks.
+    pub fn spool_bytes(&self) -> Vec<u8> {
+        let mut all = Vec::new();
+        if let Ok(entries) = std::fs::read_dir(&self.spool) {
+            for e in entries.flatten() {
+                if e.path().is_file() {
+                    all.extend(std::fs::read(e.path()).unwrap_or_default());
+                }
+            }
+        }
+        all
+    }
+
+    pub fn db(&self) -> rusqlite::Connection {
+        rusqlite::Connection::open(self.db_file()).expect("open spool db")
+    }
+}
+
+#[track_caller]
+pub fn assert_ok(out: &Output) {
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[track_caller]
+pub fn assert_exit(out: &Output, code: i32) {
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "stdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
+}
