@@ -24,7 +24,8 @@ fn level_of(sb: &Sandbox, env: &[(&str, &str)]) -> (String, String, String) {
 #[test]
 fn precedence_env_over_config_over_default() {
     // (env value or None, config text or None) -> (level, source, warns)
-    let cases: &[(Option<&str>, Option<&str>, &str, &str, bool)] = &[
+    type Case<'a> = (Option<&'a str>, Option<&'a str>, &'a str, &'a str, bool);
+    let cases: &[Case] = &[
         (None, None, "2", "default", false),
         (None, Some("telemetry:\n  level: 1\n"), "1", "config", false),
         (None, Some("telemetry:\n  level: 0\n"), "0", "config", false),

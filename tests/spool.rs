@@ -146,7 +146,8 @@ fn inspect_limit_caps_the_list_oldest_first() {
 
 #[test]
 fn garbage_truncated_and_zeroed_databases_are_moved_aside() {
-    let damage: &[(&str, fn(&std::path::Path))] = &[
+    type Harm = fn(&std::path::Path);
+    let damage: &[(&str, Harm)] = &[
         ("garbage", |db| {
             std::fs::write(db, vec![0x5a; 8192]).unwrap()
         }),

@@ -118,3 +118,15 @@ pub fn filesystem_kind(dir: &Path) -> FsKind {
         Err(_) => FsKind::Network("unknown"),
     }
 }
+
+/// Whether the filesystem holding `dir` has (almost) no space left for us.
+pub fn nearly_full(dir: &Path) -> bool {
+    rustix::fs::statvfs(dir)
+        .map(|st| st.f_bavail.saturating_mul(st.f_frsize) < 64 * 1024)
+        .unwrap_or(false)
+}
+
+/// Whether we may create files in `dir` (false on a read-only filesystem).
+pub fn writable(dir: &Path) -> bool {
+    rustix::fs::access(dir, rustix::fs::Access::WRITE_OK).is_ok()
+}

@@ -35,6 +35,10 @@ pub use summary::Summary;
 
 pub const DB_FILE: &str = "spool.db";
 
+const SQL_IO_PREFIX: &str = "spool database error: ";
+const DISK_FULL: &str = "the disk is full or the quota is used up; free some space (or lower \
+                         TELESPOOL_MAX_BYTES) and try again";
+
 /// An event as the spool holds it, with the envelope fields of its stream.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredEvent {
@@ -161,6 +165,19 @@ impl Spool {
         Ok(conn)
     }
 
+    fn connect_immutable(&self) -> Result<Connection> {
+        let mut uri = std::ffi::OsString::from("file:");
+        uri.push(self.db_path().as_os_str());
+        uri.push("?immutable=1");
+        Connection::open_with_flags(
+            std::path::Path::new(&uri),
+            OpenFlags::SQLITE_OPEN_READ_ONLY
+                | OpenFlags::SQLITE_OPEN_URI
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| self.sql_error(e))
+    }
+
     /// Runs `work` in one write transaction under the spool lock, with the schema
     /// current and, if `limits` is given, the limits applied before the commit.
     ///
@@ -229,6 +246,12 @@ impl Spool {
                     // Start the fresh spool now, so the next writer finds it ready.
                     self.write_locked(None, &mut |_| Ok(()))?;
                 }
+                // A full disk can stop SQLite making the files a normal read needs;
+                // the data is still there, so read it as a snapshot.
+                Err(Error::CantWrite { .. }) if attempt == 0 => {
+                    attempt += 1;
+                    self.conn = Some(self.connect_immutable()?);
+                }
                 other => return other,
             }
         }
@@ -236,6 +259,11 @@ impl Spool {
 
     fn read_once<T>(&mut self, work: &mut impl FnMut(&Transaction) -> Result<T>) -> Result<T> {
         let dir = self.dir.clone();
+        if self.conn.is_none() && !dir::writable(&dir) {
+            // A read-only filesystem (or directory): SQLite cannot make its journal
+            // or shared-memory files, so read the file as an immutable snapshot.
+            self.conn = Some(self.connect_immutable()?);
+        }
         let version: i64 = self
             .connection()?
             .query_row("PRAGMA user_version", [], |r| r.get(0))
@@ -253,9 +281,14 @@ impl Spool {
         result.map_err(|e| self.contextualize(e))
     }
 
-    /// Adds the spool's path to errors that lack it.
+    /// Adds the spool's path to errors that lack it, and tells a full disk from other
+    /// I/O errors: SQLite reports a failed write to its shared-memory or journal file
+    /// as a generic I/O error even when the cause is ENOSPC.
     fn contextualize(&self, e: Error) -> Error {
         match e {
+            Error::Io(msg) if msg.starts_with(SQL_IO_PREFIX) && dir::nearly_full(&self.dir) => {
+                Error::cant_write(&self.dir, DISK_FULL)
+            }
             Error::CantWrite { path, reason } if path.as_os_str().is_empty() => {
                 Error::cant_write(&self.dir, reason)
             }
@@ -322,15 +355,14 @@ impl From<rusqlite::Error> for Error {
             Some(ErrorCode::DatabaseBusy) | Some(ErrorCode::DatabaseLocked) => {
                 Error::temp_fail(String::new())
             }
-            Some(ErrorCode::DiskFull) => Error::cant_write(
-                PathBuf::new(),
-                "the disk is full or the quota is used up; free some space (or lower \
-                 TELESPOOL_MAX_BYTES) and try again",
-            ),
+            Some(ErrorCode::DiskFull) => Error::cant_write(PathBuf::new(), DISK_FULL),
             Some(ErrorCode::ReadOnly)
             | Some(ErrorCode::CannotOpen)
             | Some(ErrorCode::PermissionDenied) => Error::cant_write(PathBuf::new(), text),
-            _ => Error::io(format!("spool database error: {text}")),
+            _ => {
+                let extended = e.sqlite_error().map_or(0, |f| f.extended_code);
+                Error::io(format!("{SQL_IO_PREFIX}{text} (SQLite code {extended})"))
+            }
         }
     }
 }
