@@ -41,23 +41,27 @@ ci_apt_ensure() {
         chmod 755 /usr/sbin/policy-rc.d
         made_policy=1
     fi
-    local rc=0
+    local rc=0 log
+    # apt/dpkg chatter goes to a log that is shown only when something fails.
+    log=$(mktemp "${TMPDIR:-/tmp}/ci-apt.XXXXXX.log")
     export DEBIAN_FRONTEND=noninteractive
     # Package lists may be absent or stale on a fresh machine: update once per process.
     if [[ -z "${_CI_APT_UPDATED:-}" ]]; then
-        apt-get -o DPkg::Lock::Timeout=300 update -qq >&2 || rc=$?
+        apt-get -o DPkg::Lock::Timeout=300 update -qq >"$log" 2>&1 || rc=$?
         _CI_APT_UPDATED=1
     fi
     if [[ $rc -eq 0 ]]; then
         # shellcheck disable=SC2086
-        apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends $missing >&2 || rc=$?
+        apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends $missing >>"$log" 2>&1 || rc=$?
     fi
     if [[ $made_policy -eq 1 ]]; then rm -f /usr/sbin/policy-rc.d; fi
     if [[ $rc -ne 0 ]]; then
+        tail -n 40 "$log" >&2 || true
         # shellcheck disable=SC2086
-        echo "$tag: ERROR: apt-get install failed (rc=$rc) for:" $missing >&2
+        echo "$tag: ERROR: apt-get failed (rc=$rc) for:" $missing "(full log: $log)" >&2
         return "$rc"
     fi
+    rm -f "$log"
     missing=$(ci_apt_missing "$@")
     if [[ -n "$missing" ]]; then
         # shellcheck disable=SC2086

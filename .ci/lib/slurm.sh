@@ -132,8 +132,8 @@ _slurm_ci_start_munge() {
     runuser -u munge -- /usr/sbin/munged ||
         { _slurm_ci_die "munged failed to start (see /var/log/munge/munged.log)"; return 1; }
     : >"$SLURM_CI_DIR/run/munged.started-by-us"
-    local i
-    for i in $(seq 1 20); do
+    local _
+    for _ in $(seq 1 20); do
         if munge -n </dev/null | unmunge >/dev/null 2>&1; then
             _slurm_ci_msg "munged started (pid $(cat /run/munge/munged.pid 2>/dev/null))"
             return 0
@@ -148,7 +148,7 @@ _slurm_ci_start_munge() {
 _slurm_ci_state() {
     local out
     out=$(SLURM_CONF="$_SLURM_CI_CONF" timeout 10 sinfo -h -o %T 2>/dev/null) || out=""
-    echo $out   # unquoted on purpose: joins several lines into one
+    echo "${out//$'\n'/ }"   # several lines (partitions) joined into one
 }
 
 _slurm_ci_usable() {
@@ -219,11 +219,11 @@ slurm_ci_start() {
 
 # Kill the process in pid file $1 (TERM, then KILL after 15 s); $2 is a name for messages.
 _slurm_ci_kill_pidfile() {
-    local f="$1" name="$2" pid i
+    local f="$1" name="$2" pid
     if ! _slurm_ci_alive "$f"; then rm -f "$f"; return 0; fi
     pid=$(cat "$f")
     kill -TERM "$pid" 2>/dev/null || true
-    for i in $(seq 1 30); do
+    for _ in $(seq 1 30); do
         kill -0 "$pid" 2>/dev/null || break
         sleep 0.5
     done

@@ -1,0 +1,230 @@
+#!/usr/bin/env bash
+# tests/nfs/uml-run.sh — run a test script against a REAL kernel NFS mount.
+#
+# Usage:
+#     tests/nfs/uml-run.sh <vers> <script> [args...]
+#         <vers>    3 or 4.2 (NFS protocol version of the mount)
+#         <script>  a host path; run inside the guest with bash (or directly if it is
+#                   executable), in the caller's current directory.
+#
+# Inside the guest the script gets:
+#     NFS_DIR=/mnt/nfs          the NFS mount (statfs type "nfs", checked before it runs)
+#     NFS_VERS=<vers>
+#     RESULTS_DIR=<host path>   a directory that the host sees too (same path) for results
+#     PATH=<host PATH>:/usr/sbin:/sbin, HOME, every TELESPOOL_* variable, and the
+#     variables named in UML_PASS_ENV (space separated) from the caller's environment.
+#
+# Environment (optional):
+#     UML_RESULTS_DIR  results dir (default: a fresh dir under the work dir)
+#     UML_WORK_DIR     where the work dir is made (default ${TMPDIR:-/tmp})
+#     UML_TIMEOUT      seconds for the whole guest run, boot to power-off (default 600)
+#     UML_MEM          guest memory (default 1G)
+#     UML_PASS_ENV     extra variable names to pass into the guest
+#
+# Exit status: the script's own exit status; 124 if the guest hit UML_TIMEOUT; 125 if the
+# NFS setup failed (UML did not start, modules, nfsd or the mount failed, or the mount is
+# not NFS). Never skips: without a real NFS mount it fails loudly.
+# Outputs on the host: <workdir>/payload.log (script stdout+stderr, also echoed here),
+# <workdir>/uml.log (guest console: kernel + setup), <workdir>/result.
+#
+# Why a user-mode-Linux guest: the CI/dev kernel has no NFS client/server and no modules
+# (see shared/recipes/nfs-in-uml.md). Debian's UML kernel ships nfs/nfsd/lockd modules. The
+# guest boots with the host's / as its root (hostfs), so host binaries (a freshly built
+# target/*/telespool, sqlite3, python3) run unchanged and host paths are the same paths
+# inside — except the guest-private tmpfs mounts below (/run, /var/lib/nfs, /srv/export,
+# /dev/shm): do not put anything the script must see under those. /tmp is NOT hidden (a
+# CI checkout may live there). All NFS traffic is on the guest's own loopback; the guest
+# has no network device, so nothing leaves the machine.
+set -euo pipefail
+
+ME="uml-run.sh"
+msg() { echo "$ME: $*" >&2; }
+die() { echo "$ME: ERROR: $*" >&2; exit "${2:-125}"; }
+
+[[ $# -ge 2 ]] || die "usage: $0 <3|4.2> <script> [args...]" 64
+VERS="$1"; shift
+SCRIPT="$1"; shift
+case "$VERS" in
+    3 | 4.2) ;;
+    *) die "NFS version must be 3 or 4.2, got '$VERS'" 64 ;;
+esac
+[[ -f "$SCRIPT" ]] || die "no such script: $SCRIPT" 64
+SCRIPT="$(cd "$(dirname "$SCRIPT")" && pwd)/$(basename "$SCRIPT")"
+
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+# shellcheck source=.ci/lib/apt.sh
+CI_LOG_TAG="$ME" source "$REPO_ROOT/.ci/lib/apt.sh"
+CI_LOG_TAG="$ME" ci_apt_ensure user-mode-linux kmod nfs-kernel-server nfs-common rpcbind \
+    iproute2 python3-minimal util-linux ||
+    die "could not install the UML/NFS packages"
+
+TIMEOUT="${UML_TIMEOUT:-600}"
+MEM="${UML_MEM:-1G}"
+
+# The UML kernel's release; its modules live in /usr/lib/uml/modules/<release>.
+KREL="$(timeout 20 linux.uml --version 2>/dev/null | head -n1 | tr -d '[:space:]')" || true
+# shellcheck disable=SC2012
+[[ -n "$KREL" && -d "/usr/lib/uml/modules/$KREL" ]] ||
+    die "cannot find UML kernel modules (linux.uml --version='$KREL', have: $(ls /usr/lib/uml/modules 2>/dev/null | tr '\n' ' '))"
+
+W="$(mktemp -d "${UML_WORK_DIR:-${TMPDIR:-/tmp}}/telespool-uml.XXXXXX")"
+chmod 755 "$W"
+case "$W" in
+    /run/* | /var/lib/nfs/* | /srv/export/* | /dev/*)
+        die "work dir $W would be hidden inside the guest; set UML_WORK_DIR elsewhere" 64 ;;
+esac
+RESULTS_DIR="${UML_RESULTS_DIR:-$W/results}"
+mkdir -p "$RESULTS_DIR"
+RESULTS_DIR="$(cd "$RESULTS_DIR" && pwd)"
+
+# modprobe -d wants <dir>/lib/modules/<release>.
+mkdir -p "$W/umlmods/lib/modules"
+ln -sfn "/usr/lib/uml/modules/$KREL" "$W/umlmods/lib/modules/$KREL"
+
+# Environment for the payload, as `declare -x` lines that the guest sources (PID 1 starts
+# with an almost empty environment).
+{
+    printf 'export PATH=%q\n' "${PATH}:/usr/sbin:/sbin"
+    printf 'export HOME=%q\n' "${HOME:-/root}"
+    printf 'export NFS_DIR=/mnt/nfs NFS_VERS=%q RESULTS_DIR=%q\n' "$VERS" "$RESULTS_DIR"
+    printf 'export UML_GUEST=1\n'
+    for v in $(compgen -e | grep '^TELESPOOL_' || true) ${UML_PASS_ENV:-}; do
+        if [[ -n "${!v+x}" ]]; then printf 'export %s=%q\n' "$v" "${!v}"; fi
+    done
+} >"$W/guest.env"
+{
+    printf 'PAYLOAD_CWD=%q\n' "$PWD"
+    printf 'PAYLOAD=(%q' "$SCRIPT"
+    for a in "$@"; do printf ' %q' "$a"; done
+    printf ')\n'
+} >"$W/payload.args"
+
+# The guest's PID 1. It must always power the guest off (else linux.uml never returns)
+# and always write $W/result, because linux.uml's own exit status is always 0.
+cat >"$W/guest-init.sh" <<EOF
+#!/bin/bash
+# Generated by tests/nfs/uml-run.sh: PID 1 of the UML guest.
+set -euo pipefail
+W=$(printf %q "$W")
+VERS=$(printf %q "$VERS")
+EOF
+cat >>"$W/guest-init.sh" <<'EOF'
+export PATH=/usr/sbin:/usr/bin:/sbin:/bin
+say() { echo "uml-run.sh[guest]: $*"; }
+poweroff_now() {
+    sync || true
+    # No init system in the guest: call reboot(LINUX_REBOOT_CMD_POWER_OFF) directly.
+    /usr/bin/python3 -c 'import ctypes; c=ctypes.CDLL(None); c.sync(); c.reboot(0x4321fedc)' ||
+        echo o >/proc/sysrq-trigger
+    sleep 30
+}
+on_exit() {
+    local rc=$?
+    # Reached on any unexpected failure of a setup step (set -e): report it as setup failure.
+    if [[ ! -s "$W/result" ]]; then
+        echo "setup-failed init exited rc=$rc at line ${BASH_LINENO[0]:-?}" >"$W/result"
+    fi
+    umount -f /mnt/nfs 2>/dev/null || true
+    poweroff_now
+}
+trap on_exit EXIT
+fail() { say "SETUP FAILED: $*"; echo "setup-failed $*" >"$W/result"; exit 1; }
+
+say "booted, kernel $(uname -r), NFS version $VERS"
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+# Guest-private tmpfs: rpcbind/statd sockets and state, nfs-utils state. /dev is the
+# guest's own devtmpfs (CONFIG_DEVTMPFS_MOUNT); give it a /dev/shm.
+for d in /run /var/lib/nfs; do mount -t tmpfs tmpfs "$d"; done
+mkdir -p /dev/shm /dev/pts && mount -t tmpfs tmpfs /dev/shm
+mkdir -p /var/lib/nfs/sm /var/lib/nfs/sm.bak /var/lib/nfs/v4recovery /var/lib/nfs/rpc_pipefs
+touch /var/lib/nfs/etab /var/lib/nfs/rmtab /var/lib/nfs/state
+# nfsd cannot export the host-backed (hostfs) root filesystem: export a guest tmpfs.
+mkdir -p /srv/export /mnt/nfs
+mount -t tmpfs -o size=512m tmpfs /srv/export
+chmod 1777 /srv/export
+echo telespool-uml >/proc/sys/kernel/hostname   # guest-only; the host keeps its name
+ip link set lo up
+M="modprobe -d $W/umlmods"
+# -a: without it the 2nd and 3rd names are taken as module options.
+$M lockd nlm_grace_period=10 || fail "modprobe lockd"
+$M -a nfsd nfsv3 nfsv4 || fail "modprobe nfsd nfsv3 nfsv4"
+mount -t nfsd nfsd /proc/fs/nfsd || fail "mount nfsd fs"
+echo 10 >/proc/fs/nfsd/nfsv4leasetime
+echo 10 >/proc/fs/nfsd/nfsv4gracetime
+rpcbind -w || fail "rpcbind"
+exportfs -o rw,sync,no_subtree_check,no_root_squash,fsid=0 127.0.0.1:/srv/export || fail "exportfs"
+rpc.nfsd 8 || fail "rpc.nfsd"
+rpc.mountd || fail "rpc.mountd"
+rpc.statd --no-notify || fail "rpc.statd"
+# The lock manager's (and NFSv4's) grace period must pass before locks are granted.
+sleep 12
+if [[ "$VERS" == 3 ]]; then
+    mount -t nfs -o vers=3 127.0.0.1:/srv/export /mnt/nfs || fail "mount -t nfs vers=3"
+else
+    mount -t nfs -o vers=4.2 127.0.0.1:/ /mnt/nfs || fail "mount -t nfs vers=4.2"
+fi
+# A failed mount would silently leave a plain directory: check what is really mounted.
+fstype="$(stat -f -c %T /mnt/nfs)"
+[[ "$fstype" == nfs ]] || fail "/mnt/nfs has statfs type '$fstype', not nfs"
+say "mounted: $(grep ' /mnt/nfs ' /proc/mounts)"
+say "setup took ${SECONDS}s; running payload"
+
+# shellcheck disable=SC1091
+source "$W/guest.env"
+source "$W/payload.args"
+export TMPDIR=/tmp
+set +e
+(
+    cd "$PAYLOAD_CWD" || exit 125
+    if [[ -x "${PAYLOAD[0]}" ]]; then exec "${PAYLOAD[@]}"; else exec bash "${PAYLOAD[@]}"; fi
+) </dev/null >"$W/payload.log" 2>&1
+rc=$?
+set -e
+say "payload exited $rc after ${SECONDS}s"
+echo "$rc" >"$W/result"
+sync
+umount /mnt/nfs || umount -f /mnt/nfs || say "warning: umount /mnt/nfs failed"
+# on_exit powers off.
+EOF
+chmod 755 "$W/guest-init.sh"
+: >"$W/payload.log"
+
+msg "booting UML $KREL (NFSv$VERS, mem=$MEM, timeout ${TIMEOUT}s); work dir $W"
+start=$SECONDS
+# TMPDIR: UML backs guest memory with a file there, which must be on a tmpfs.
+# setsid + timeout: timeout signals its whole process group, i.e. the UML kernel and all
+# its helper processes, so nothing is left running on the host after a timeout.
+set +e
+TMPDIR=/dev/shm setsid timeout -k 15 "$TIMEOUT" linux.uml \
+    mem="$MEM" rootfstype=hostfs rootflags=/ rw init="$W/guest-init.sh" \
+    con=null con0=fd:0,fd:1 </dev/null >"$W/uml.log" 2>&1 &
+uml_pid=$!
+set -e
+# Stream the payload's output while the guest runs (tail ends when the guest does).
+tail -n +1 -f --pid="$uml_pid" "$W/payload.log" 2>/dev/null | sed -u 's/^/  | /' >&2 &
+tail_pid=$!
+uml_rc=0
+wait "$uml_pid" || uml_rc=$?
+wait "$tail_pid" 2>/dev/null || true
+elapsed=$((SECONDS - start))
+
+result="$(cat "$W/result" 2>/dev/null || true)"
+if [[ "$uml_rc" -eq 124 || "$uml_rc" -eq 137 ]]; then
+    tail -n 40 "$W/uml.log" >&2 || true
+    msg "ERROR: guest did not finish within ${TIMEOUT}s (timeout rc=$uml_rc); logs in $W"
+    exit 124
+fi
+if [[ -z "$result" ]]; then
+    echo "$ME: ===== guest console ($W/uml.log), last 60 lines:" >&2
+    tail -n 60 "$W/uml.log" >&2 || true
+    die "UML guest did not run (linux.uml rc=$uml_rc, no result after ${elapsed}s): NO NFS TEST WAS RUN"
+fi
+if [[ "$result" == setup-failed* ]]; then
+    echo "$ME: ===== guest console ($W/uml.log), last 60 lines:" >&2
+    tail -n 60 "$W/uml.log" >&2 || true
+    die "NFSv$VERS setup failed in the guest: ${result#setup-failed }: NO NFS TEST WAS RUN"
+fi
+[[ "$result" =~ ^[0-9]+$ ]] || die "unexpected result '$result' (see $W)"
+msg "NFSv$VERS payload $(basename "$SCRIPT") exited $result; guest ran ${elapsed}s; log $W/payload.log"
+exit "$result"
