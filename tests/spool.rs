@@ -532,3 +532,84 @@ fn non_utf8_arguments_are_usage_errors() {
     assert_exit(&out, 64);
     assert_eq!(stderr(&out).lines().count(), 1);
 }
+
+#[test]
+fn a_spool_owned_by_another_user_is_refused() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("SKIPPED: chown needs root (CI runs this as root)");
+        return;
+    }
+    let sb = Sandbox::new();
+    std::fs::create_dir(&sb.spool).unwrap();
+    std::fs::set_permissions(&sb.spool, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::os::unix::fs::chown(&sb.spool, Some(65534), Some(65534)).unwrap();
+    let out = sb.run(&[
+        "record",
+        "evaluation-task",
+        "--task",
+        "a",
+        "--framework",
+        "f",
+        "--model",
+        "m",
+        "--status",
+        "success",
+    ]);
+    assert_exit(&out, 73);
+    assert!(
+        stderr(&out).contains("belongs to user id 65534"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        std::fs::read_dir(&sb.spool).unwrap().count(),
+        0,
+        "nothing written there"
+    );
+}
+
+#[test]
+fn a_hot_journal_left_by_a_killed_writer_is_rolled_back() {
+    let sb = Sandbox::new();
+    for i in 0..50 {
+        sb.record_task(&format!("kept-{i}"), "m", "success");
+    }
+    // A writer dies mid-transaction in rollback-journal mode, after SQLite has already
+    // written changed pages into the database file: the journal it leaves is "hot".
+    let script = r#"
+import os, sqlite3, sys
+c = sqlite3.connect(sys.argv[1], isolation_level=None)
+c.execute("PRAGMA journal_mode=DELETE")
+c.execute("PRAGMA cache_size=1")
+c.execute("BEGIN IMMEDIATE")
+for i in range(2000):
+    c.execute("INSERT INTO events (stream, kind, status, ts, level, parameters, bytes) "
+              "SELECT stream, kind, status, ts, level, parameters, bytes FROM events LIMIT 1")
+os._exit(0)
+"#;
+    let status = std::process::Command::new("python3")
+        .args(["-c", script])
+        .arg(sb.db_file())
+        .status()
+        .expect("python3 runs");
+    assert!(status.success());
+    assert!(
+        sb.spool.join("spool.db-journal").exists(),
+        "the journal is hot"
+    );
+
+    sb.record_task("after", "m", "success");
+    let doc = sb.inspect();
+    assert_eq!(doc["queued"], 51, "the dead writer's rows were rolled back");
+    assert!(!sb.spool.join("spool.db-journal").exists());
+    let check: String = sb
+        .db()
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(check, "ok");
+    assert_eq!(
+        doc["quarantined"],
+        serde_json::json!([]),
+        "recovered, not quarantined"
+    );
+}
