@@ -37,6 +37,13 @@ pub fn run(args: InspectArgs, ctx: &Context) -> Result<i32> {
     }
     let quarantined = spool::quarantined_in(&dir);
     let size = spool::size_on_disk(&dir);
+    let storage = spool.as_ref().map(|s| {
+        let fs = match s.filesystem() {
+            spool::FsKind::Local => "local disk".to_string(),
+            spool::FsKind::Network(name) => format!("network filesystem: {name}"),
+        };
+        format!("{fs}, {} journal", s.journal_mode())
+    });
 
     let mut out = std::io::stdout().lock();
     let written = if args.json {
@@ -72,17 +79,16 @@ pub fn run(args: InspectArgs, ctx: &Context) -> Result<i32> {
             .map_err(std::io::Error::from)
             .and_then(|()| writeln!(out))
     } else {
-        write_human(
-            &mut out,
-            ctx,
-            &level,
-            &dir,
+        let report = Report {
+            level: &level,
+            dir: &dir,
             size,
-            &summary,
-            &quarantined,
-            &args,
-            &events,
-        )
+            storage,
+            summary: &summary,
+            quarantined: &quarantined,
+            events: &events,
+        };
+        report.write(&mut out, ctx, &args)
     };
     match written {
         Ok(()) => Ok(0),
@@ -110,130 +116,153 @@ fn by_kind_json(summary: &Summary) -> Value {
     Value::Object(by_kind)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn write_human(
-    out: &mut impl Write,
-    ctx: &Context,
-    level: &crate::level::EffectiveLevel,
-    dir: &std::path::Path,
+/// Everything the human summary shows.
+struct Report<'a> {
+    level: &'a crate::level::EffectiveLevel,
+    dir: &'a std::path::Path,
     size: u64,
-    summary: &Summary,
-    quarantined: &[String],
-    args: &InspectArgs,
-    events: &[(StoredEvent, WireEvent)],
-) -> std::io::Result<()> {
-    let source = match level.source {
-        crate::level::LevelSource::Env => "from NEMO_EVALUATOR_TELEMETRY_LEVEL".to_string(),
-        crate::level::LevelSource::Config => format!("from {}", ctx.settings.file.path.display()),
-        crate::level::LevelSource::Default => "default".to_string(),
-    };
-    let effect = match level.level {
-        Level::Off => "nothing is recorded or sent",
-        Level::Minimal => "model names leave as `redacted`",
-        Level::Default => "full events are sent",
-    };
-    writeln!(out, "telemetry level  {} {source}; {effect}", level.level)?;
-    writeln!(
-        out,
-        "spool            {} ({})",
-        dir.display(),
-        human_size(size)
-    )?;
-    writeln!(
-        out,
-        "queued           {} event{} ({} in flight)",
-        summary.queued,
-        plural(summary.queued),
-        summary.in_flight
-    )?;
-    for kind in Kind::ALL {
-        let counts = summary.by_kind.get(&kind);
-        let n = |s: Status| counts.and_then(|m| m.get(&s)).copied().unwrap_or(0);
-        writeln!(
-            out,
-            "  {:<21} started {}, success {}, failure {}",
-            kind.name(),
-            n(Status::Started),
-            n(Status::Success),
-            n(Status::Failure)
-        )?;
-    }
-    let time = |t: Option<i64>| t.map_or_else(|| "-".to_string(), format_ts);
-    writeln!(out, "oldest           {}", time(summary.oldest))?;
-    writeln!(out, "newest           {}", time(summary.newest))?;
-    writeln!(
-        out,
-        "rejected         {} (kept for review; `telespool purge --rejected` removes them)",
-        summary.rejected
-    )?;
-    let limits = ctx
-        .settings
-        .limits()
-        .map(|l| {
-            format!(
-                " (limits: {} events, {}, {})",
-                l.max_events,
-                crate::units::format_size(l.max_bytes),
-                crate::units::format_duration(l.max_age)
-            )
-        })
-        .unwrap_or_default();
-    writeln!(out, "dropped          {}{limits}", summary.dropped)?;
-    match &summary.last_upload {
-        None => writeln!(out, "last upload      never")?,
-        Some(u) => writeln!(
-            out,
-            "last upload      {} {}{}",
-            format_ts(u.at),
-            u.result,
-            if u.detail.is_empty() {
-                String::new()
-            } else {
-                format!(": {}", u.detail)
+    storage: Option<String>,
+    summary: &'a Summary,
+    quarantined: &'a [String],
+    events: &'a [(StoredEvent, WireEvent)],
+}
+
+impl Report<'_> {
+    fn write(
+        &self,
+        out: &mut impl Write,
+        ctx: &Context,
+        args: &InspectArgs,
+    ) -> std::io::Result<()> {
+        let Report {
+            level,
+            dir,
+            size,
+            storage,
+            summary,
+            quarantined,
+            events,
+        } = self;
+        let size = *size;
+        let source = match level.source {
+            crate::level::LevelSource::Env => "from NEMO_EVALUATOR_TELEMETRY_LEVEL".to_string(),
+            crate::level::LevelSource::Config => {
+                format!("from {}", ctx.settings.file.path.display())
             }
-        )?,
-    }
-    match summary.next_attempt {
-        None => writeln!(out, "next attempt     any time")?,
-        Some(t) => writeln!(
-            out,
-            "next attempt     {} (backing off; `upload --now` ignores it)",
-            format_ts(t)
-        )?,
-    }
-    if quarantined.is_empty() {
-        writeln!(out, "quarantined      none")?;
-    } else {
+            crate::level::LevelSource::Default => "default".to_string(),
+        };
+        let effect = match level.level {
+            Level::Off => "nothing is recorded or sent",
+            Level::Minimal => "model names leave as `redacted`",
+            Level::Default => "full events are sent",
+        };
+        writeln!(out, "telemetry level  {} {source}; {effect}", level.level)?;
         writeln!(
             out,
-            "quarantined      {} (damaged spools moved aside, kept in the spool directory)",
-            quarantined.join(", ")
+            "spool            {} ({}{})",
+            dir.display(),
+            human_size(size),
+            storage
+                .as_ref()
+                .map(|s| format!(", {s}"))
+                .unwrap_or_default()
         )?;
-    }
-    if args.events {
-        writeln!(out)?;
-        if level.level == Level::Off {
-            writeln!(out, "Level 0 (OFF): nothing would be sent.")?;
+        writeln!(
+            out,
+            "queued           {} event{} ({} in flight)",
+            summary.queued,
+            plural(summary.queued),
+            summary.in_flight
+        )?;
+        for kind in Kind::ALL {
+            let counts = summary.by_kind.get(&kind);
+            let n = |s: Status| counts.and_then(|m| m.get(&s)).copied().unwrap_or(0);
+            writeln!(
+                out,
+                "  {:<21} started {}, success {}, failure {}",
+                kind.name(),
+                n(Status::Started),
+                n(Status::Success),
+                n(Status::Failure)
+            )?;
+        }
+        let time = |t: Option<i64>| t.map_or_else(|| "-".to_string(), format_ts);
+        writeln!(out, "oldest           {}", time(summary.oldest))?;
+        writeln!(out, "newest           {}", time(summary.newest))?;
+        writeln!(
+            out,
+            "rejected         {} (kept for review; `telespool purge --rejected` removes them)",
+            summary.rejected
+        )?;
+        let limits = ctx
+            .settings
+            .limits()
+            .map(|l| {
+                format!(
+                    " (limits: {} events, {}, {})",
+                    l.max_events,
+                    crate::units::format_size(l.max_bytes),
+                    crate::units::format_duration(l.max_age)
+                )
+            })
+            .unwrap_or_default();
+        writeln!(out, "dropped          {}{limits}", summary.dropped)?;
+        match &summary.last_upload {
+            None => writeln!(out, "last upload      never")?,
+            Some(u) => writeln!(
+                out,
+                "last upload      {} {}{}",
+                format_ts(u.at),
+                u.result,
+                if u.detail.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", u.detail)
+                }
+            )?,
+        }
+        match summary.next_attempt {
+            None => writeln!(out, "next attempt     any time")?,
+            Some(t) => writeln!(
+                out,
+                "next attempt     {} (backing off; `upload --now` ignores it)",
+                format_ts(t)
+            )?,
+        }
+        if quarantined.is_empty() {
+            writeln!(out, "quarantined      none")?;
         } else {
             writeln!(
                 out,
-                "Events, oldest first, exactly as upload would send them now{}:",
-                if args.limit > 0 && summary.queued > args.limit {
-                    format!(
-                        " (first {} of {}; --limit 0 lists all)",
-                        args.limit, summary.queued
-                    )
-                } else {
-                    String::new()
-                }
+                "quarantined      {} (damaged spools moved aside, kept in the spool directory)",
+                quarantined.join(", ")
             )?;
-            for (stored, wire) in events {
-                serde_json::to_writer(&mut *out, &InspectEvent::new(stored, wire))?;
-                writeln!(out)?;
+        }
+        if args.events {
+            writeln!(out)?;
+            if level.level == Level::Off {
+                writeln!(out, "Level 0 (OFF): nothing would be sent.")?;
+            } else {
+                writeln!(
+                    out,
+                    "Events, oldest first, exactly as upload would send them now{}:",
+                    if args.limit > 0 && summary.queued > args.limit {
+                        format!(
+                            " (first {} of {}; --limit 0 lists all)",
+                            args.limit, summary.queued
+                        )
+                    } else {
+                        String::new()
+                    }
+                )?;
+                for (stored, wire) in events.iter() {
+                    serde_json::to_writer(&mut *out, &InspectEvent::new(stored, wire))?;
+                    writeln!(out)?;
+                }
             }
         }
+        Ok(())
     }
-    Ok(())
 }
 
 fn plural(n: u64) -> &'static str {
