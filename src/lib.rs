@@ -17,6 +17,7 @@ pub mod session;
 pub mod settings;
 pub mod spool;
 pub mod units;
+pub mod upload;
 pub mod wire;
 
 pub use error::{Error, Result};

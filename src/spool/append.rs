@@ -49,7 +49,12 @@ impl Spool {
     }
 }
 
-fn stream_id(tx: &Transaction, session: &str, client_ver: &str, schema_ver: &str) -> Result<i64> {
+pub(super) fn stream_id(
+    tx: &Transaction,
+    session: &str,
+    client_ver: &str,
+    schema_ver: &str,
+) -> Result<i64> {
     let found = tx
         .prepare_cached(
             "SELECT id FROM streams WHERE session_id = ?1 AND client_ver = ?2 AND schema_ver = ?3",
@@ -66,7 +71,7 @@ fn stream_id(tx: &Transaction, session: &str, client_ver: &str, schema_ver: &str
     Ok(tx.last_insert_rowid())
 }
 
-fn insert_events(tx: &Transaction, stream: i64, events: &[NewEvent]) -> Result<()> {
+pub(super) fn insert_events(tx: &Transaction, stream: i64, events: &[NewEvent]) -> Result<()> {
     let mut insert = tx.prepare_cached(
         "INSERT INTO events (stream, kind, status, ts, level, parameters, bytes)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",

@@ -14,6 +14,8 @@ pub const NEXT_ATTEMPT: &str = "next_attempt";
 pub const LAST_UPLOAD_AT: &str = "last_upload_at";
 pub const LAST_UPLOAD_RESULT: &str = "last_upload_result";
 pub const LAST_UPLOAD_DETAIL: &str = "last_upload_detail";
+/// Consecutive upload runs that ended in a temporary failure, for the doubling backoff.
+pub const UPLOAD_FAILURES: &str = "upload_failures";
 
 pub fn get_i64(tx: &Transaction, key: &str) -> Result<Option<i64>> {
     Ok(tx
@@ -39,6 +41,11 @@ pub fn set(tx: &Transaction, key: &str, value: impl rusqlite::ToSql) -> Result<(
          ON CONFLICT (key) DO UPDATE SET value = excluded.value",
         rusqlite::params![key, value],
     )?;
+    Ok(())
+}
+
+pub fn remove(tx: &Transaction, key: &str) -> Result<()> {
+    tx.execute("DELETE FROM meta WHERE key = ?1", [key])?;
     Ok(())
 }
 

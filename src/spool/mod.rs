@@ -7,7 +7,9 @@
 //! whoever makes it, follows the same rules.
 
 mod append;
+mod claim;
 mod dir;
+mod import;
 mod limits;
 mod lock;
 mod meta;
@@ -26,7 +28,11 @@ use crate::level::Level;
 use crate::wire::Millis;
 
 pub use append::{NewEvent, NewStream};
+pub use claim::{
+    Backoff, Batch, BatchLimits, Claim, Cursor, Plan, RunRecord, Settlement, Span, UploadState,
+};
 pub use dir::FsKind;
+pub use import::Imported;
 pub use limits::Limits;
 pub use lock::{FileLock, LOCK_FILE, LOCK_WAIT, UPLOAD_LOCK_FILE};
 pub use meta::LastUpload;
