@@ -224,26 +224,52 @@ pub struct PurgeArgs {
 }
 
 #[derive(Debug, Args)]
-#[command(after_help = "Accepts POST on any path; point clients at \
-    http://127.0.0.1:8765/v1.1/events/json\n\nExamples:\n  \
-    telespool listen &\n  \
-    NEMO_EVALUATOR_TELEMETRY_ENDPOINT=http://127.0.0.1:8765/v1.1/events/json nemo-evaluator run_eval ...\n  \
-    telespool listen --bind 0.0.0.0:8765 --allow-remote   # a relay on a login node")]
+#[command(
+    after_help = "Accepts POST on any path; point clients at \
+        http://127.0.0.1:8765/v1.1/events/json (see --help for the answers)\n\nExamples:\n  \
+        telespool listen &\n  \
+        telespool listen --bind 0.0.0.0:8765 --allow-remote   # a relay on a login node",
+    after_long_help = "Accepts POST on any path; point clients at http://127.0.0.1:8765/v1.1/events/json \
+        (NEMO_EVALUATOR_TELEMETRY_ENDPOINT). Each body must be a request body as upstream's \
+        client sends it (Content-Type: application/json, at most 1 MiB), validated like \
+        `record --json`, all or nothing, keeping its event times, session id and client \
+        version. Answers: 200 once the events are durable in the spool; 400 with a one-line \
+        reason for an invalid body; 405 for a method other than POST; 408 when a request \
+        does not arrive within 10 s; 411 without Content-Length; 413 above 1 MiB; 415 for \
+        another Content-Type; 503 when the spool cannot be written (also logged on stderr).\n\n\
+        The telemetry level is read once at start: at 0 bodies are answered 200 and nothing \
+        is stored; at 1 every model is stored as `redacted`. SIGTERM or SIGINT stops it after \
+        the requests in flight; a second one stops it at once.\n\nExamples:\n  \
+        telespool listen &\n  \
+        NEMO_EVALUATOR_TELEMETRY_ENDPOINT=http://127.0.0.1:8765/v1.1/events/json nemo-evaluator run_eval ...\n  \
+        telespool listen --bind 0.0.0.0:8765 --allow-remote   # a relay on a login node"
+)]
 pub struct ListenArgs {
-    /// Address and port to listen on
+    /// Address and port to listen on (port 0 picks a free one)
     #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:8765")]
     pub bind: String,
-    /// Allow binding an address other hosts can reach
+    /// Allow an address other hosts can reach; anyone who reaches the port can add events
     #[arg(long)]
     pub allow_remote: bool,
 }
 
 #[derive(Debug, Args)]
-#[command(after_help = "Examples:\n  \
-    telespool run -- nemo-evaluator run_eval --eval_type mmlu ...\n  \
-    srun telespool run -- python my_eval.py")]
+#[command(
+    after_help = "Exit status: CMD's; 128+N if it died of signal N; 127 if not found; \
+        69 if the listener cannot bind (see --help)\n\nExamples:\n  \
+        telespool run -- nemo-evaluator run_eval --eval_type mmlu ...\n  \
+        srun telespool run -- python my_eval.py",
+    after_long_help = "Starts `telespool listen` on 127.0.0.1 (a free port unless --port), runs CMD with \
+        NEMO_EVALUATOR_TELEMETRY_ENDPOINT set to it (the rest of the environment untouched), \
+        forwards SIGTERM, SIGINT and SIGHUP to CMD, waits for it, lets requests in flight \
+        finish (at most 5 s), and exits with CMD's exit status: 128+N if CMD died of signal N, \
+        127 if CMD was not found, 126 if it could not be executed. If the listener cannot \
+        bind, CMD is not run and the exit status is 69.\n\nExamples:\n  \
+        telespool run -- nemo-evaluator run_eval --eval_type mmlu ...\n  \
+        srun telespool run -- python my_eval.py"
+)]
 pub struct RunArgs {
-    /// Port for the listener (0 picks a free one)
+    /// Port for the listener on 127.0.0.1 (0 picks a free one)
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub port: u16,
     /// The command to run, after `--`
@@ -345,19 +371,40 @@ fn clap_exit(e: clap::Error) -> i32 {
             exit::USAGE
         }
         _ => {
-            let rendered = e.to_string();
-            let first = rendered
-                .lines()
-                .next()
-                .unwrap_or("invalid arguments")
-                .trim_start_matches("error: ");
-            let tip = rendered
-                .lines()
-                .find_map(|l| l.trim().strip_prefix("tip: "))
-                .map(|t| format!(" ({t})"))
-                .unwrap_or_default();
-            eprintln!("telespool: {first}{tip}; see `telespool --help`");
+            eprintln!("telespool: {}", one_line(&e.to_string()));
             exit::USAGE
         }
     }
+}
+
+/// Folds clap's multi-line error into one line: the message (its first paragraph), a
+/// tip if clap has one, and the `--help` of the command that was being parsed.
+fn one_line(rendered: &str) -> String {
+    let mut paragraphs = rendered.split("\n\n");
+    let message = paragraphs
+        .next()
+        .unwrap_or("invalid arguments")
+        .trim_start_matches("error: ")
+        .lines()
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let tip = rendered
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("tip: "))
+        .map(|t| format!(" ({t})"))
+        .unwrap_or_default();
+    let command = rendered
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Usage: "))
+        .map(|usage| {
+            usage
+                .split_whitespace()
+                .take_while(|w| !w.starts_with(['-', '<', '[']))
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .filter(|c| !c.is_empty())
+        .unwrap_or_else(|| "telespool".to_string());
+    format!("{message}{tip}; see `{command} --help`")
 }

@@ -12,6 +12,7 @@ pub mod config;
 pub mod error;
 pub mod event;
 pub mod level;
+pub mod listen;
 pub mod output;
 pub mod session;
 pub mod settings;
