@@ -112,21 +112,7 @@ fn lists_keep_their_order() {
 #[test]
 fn level_0_writes_nothing_and_touches_no_file() {
     let sb = Sandbox::new();
-    let out = sb.run_env(
-        &[
-            "record",
-            "evaluation-task",
-            "--task",
-            "a",
-            "--framework",
-            "f",
-            "--model",
-            "m",
-            "--status",
-            "success",
-        ],
-        &[("NEMO_EVALUATOR_TELEMETRY_LEVEL", "0")],
-    );
+    let out = sb.try_record("a", &[("NEMO_EVALUATOR_TELEMETRY_LEVEL", "0")]);
     assert_ok(&out);
     assert!(out.stderr.is_empty(), "silent at level 0: {}", stderr(&out));
     assert!(!sb.spool.exists(), "level 0 must not create the spool");

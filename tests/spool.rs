@@ -171,18 +171,7 @@ fn garbage_truncated_and_zeroed_databases_are_moved_aside() {
         harm(&sb.db_file());
         let damaged = std::fs::read(sb.db_file()).unwrap();
 
-        let out = sb.run(&[
-            "record",
-            "evaluation-task",
-            "--task",
-            "after",
-            "--framework",
-            "f",
-            "--model",
-            "m",
-            "--status",
-            "success",
-        ]);
+        let out = sb.try_record("after", &[]);
         assert_ok(&out);
         assert!(stderr(&out).contains("moved"), "{what}: {}", stderr(&out));
         assert_eq!(stderr(&out).lines().count(), 1, "{what}: one warning line");
@@ -260,18 +249,7 @@ fn unsafe_spool_directories_are_refused() {
     // A file where the directory should be.
     let sb = Sandbox::new();
     std::fs::write(&sb.spool, b"x").unwrap();
-    let out = sb.run(&[
-        "record",
-        "evaluation-task",
-        "--task",
-        "a",
-        "--framework",
-        "f",
-        "--model",
-        "m",
-        "--status",
-        "success",
-    ]);
+    let out = sb.try_record("a", &[]);
     assert_exit(&out, 73);
     assert!(stderr(&out).contains("not a directory"));
 
@@ -280,18 +258,7 @@ fn unsafe_spool_directories_are_refused() {
     let real = sb.root().join("real");
     std::fs::create_dir(&real).unwrap();
     std::os::unix::fs::symlink(&real, &sb.spool).unwrap();
-    let out = sb.run(&[
-        "record",
-        "evaluation-task",
-        "--task",
-        "a",
-        "--framework",
-        "f",
-        "--model",
-        "m",
-        "--status",
-        "success",
-    ]);
+    let out = sb.try_record("a", &[]);
     assert_exit(&out, 73);
     assert!(stderr(&out).contains("symbolic link"));
     assert_eq!(std::fs::read_dir(&real).unwrap().count(), 0);
@@ -300,18 +267,7 @@ fn unsafe_spool_directories_are_refused() {
     let sb = Sandbox::new();
     std::fs::create_dir(&sb.spool).unwrap();
     std::fs::set_permissions(&sb.spool, std::fs::Permissions::from_mode(0o777)).unwrap();
-    let out = sb.run(&[
-        "record",
-        "evaluation-task",
-        "--task",
-        "a",
-        "--framework",
-        "f",
-        "--model",
-        "m",
-        "--status",
-        "success",
-    ]);
+    let out = sb.try_record("a", &[]);
     assert_exit(&out, 73);
     assert!(stderr(&out).contains("chmod 700"));
     assert_eq!(std::fs::read_dir(&sb.spool).unwrap().count(), 0);
@@ -343,18 +299,7 @@ fn a_lock_file_that_is_a_directory_is_refused_with_74() {
     sb.record_task("a", "m", "success");
     std::fs::remove_file(sb.spool.join("spool.lock")).unwrap();
     std::fs::create_dir(sb.spool.join("spool.lock")).unwrap();
-    let out = sb.run(&[
-        "record",
-        "evaluation-task",
-        "--task",
-        "b",
-        "--framework",
-        "f",
-        "--model",
-        "m",
-        "--status",
-        "success",
-    ]);
+    let out = sb.try_record("b", &[]);
     assert_exit(&out, 74);
     assert!(stderr(&out).contains("is a directory"));
     std::fs::remove_dir(sb.spool.join("spool.lock")).unwrap();
@@ -366,21 +311,7 @@ fn a_lock_file_that_is_a_directory_is_refused_with_74() {
 fn limits_drop_the_oldest_and_count_them() {
     let sb = Sandbox::new();
     for i in 0..8 {
-        let out = sb.run_env(
-            &[
-                "record",
-                "evaluation-task",
-                "--task",
-                &format!("t{i}"),
-                "--framework",
-                "f",
-                "--model",
-                "m",
-                "--status",
-                "success",
-            ],
-            &[("TELESPOOL_MAX_EVENTS", "5")],
-        );
+        let out = sb.try_record(&format!("t{i}"), &[("TELESPOOL_MAX_EVENTS", "5")]);
         assert_ok(&out);
     }
     let doc = sb.inspect();
@@ -437,21 +368,7 @@ fn expired_events_are_dropped_at_the_next_write() {
     sb.db()
         .execute("UPDATE events SET ts = ts - 2 * 86400 * 1000", [])
         .unwrap();
-    let out = sb.run_env(
-        &[
-            "record",
-            "evaluation-task",
-            "--task",
-            "new",
-            "--framework",
-            "f",
-            "--model",
-            "m",
-            "--status",
-            "success",
-        ],
-        &[("TELESPOOL_MAX_AGE", "1d")],
-    );
+    let out = sb.try_record("new", &[("TELESPOOL_MAX_AGE", "1d")]);
     assert_ok(&out);
     let doc = sb.inspect();
     assert_eq!(doc["queued"], 1);
@@ -466,18 +383,7 @@ fn a_held_lock_makes_record_wait_30s_then_exit_75_writing_nothing() {
     let lock = std::fs::File::open(sb.spool.join("spool.lock")).unwrap();
     lock.lock().unwrap();
     let start = Instant::now();
-    let out = sb.run(&[
-        "record",
-        "evaluation-task",
-        "--task",
-        "b",
-        "--framework",
-        "f",
-        "--model",
-        "m",
-        "--status",
-        "success",
-    ]);
+    let out = sb.try_record("b", &[]);
     let waited = start.elapsed();
     assert_exit(&out, 75);
     assert!(stderr(&out).contains("locked"), "{}", stderr(&out));
@@ -543,18 +449,7 @@ fn a_spool_owned_by_another_user_is_refused() {
     std::fs::create_dir(&sb.spool).unwrap();
     std::fs::set_permissions(&sb.spool, std::fs::Permissions::from_mode(0o700)).unwrap();
     std::os::unix::fs::chown(&sb.spool, Some(65534), Some(65534)).unwrap();
-    let out = sb.run(&[
-        "record",
-        "evaluation-task",
-        "--task",
-        "a",
-        "--framework",
-        "f",
-        "--model",
-        "m",
-        "--status",
-        "success",
-    ]);
+    let out = sb.try_record("a", &[]);
     assert_exit(&out, 73);
     assert!(
         stderr(&out).contains("belongs to user id 65534"),

@@ -113,6 +113,26 @@ impl Sandbox {
         assert_ok(&out);
     }
 
+    /// `record evaluation-task --task TASK` (framework `f`, model `m`, status `success`)
+    /// with `env` added; the output, unchecked.
+    pub fn try_record(&self, task: &str, env: &[(&str, &str)]) -> Output {
+        self.run_env(
+            &[
+                "record",
+                "evaluation-task",
+                "--task",
+                task,
+                "--framework",
+                "f",
+                "--model",
+                "m",
+                "--status",
+                "success",
+            ],
+            env,
+        )
+    }
+
     /// `inspect --json --events --limit 0`, parsed.
     pub fn inspect(&self) -> Value {
         self.inspect_env(&[])
