@@ -194,6 +194,13 @@ impl Spool {
         limits: Option<&Limits>,
         mut work: impl FnMut(&Transaction) -> Result<T>,
     ) -> Result<T> {
+        // Open the database and read its header before queueing for the lock: with
+        // hundreds of writers, that start-up work then runs side by side instead of
+        // one writer at a time. Errors here are left for the locked attempt to meet
+        // and handle (a damaged file is only quarantined under the lock).
+        if let Ok(conn) = self.connection() {
+            let _ = conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0));
+        }
         let _lock = FileLock::acquire(&self.dir, LOCK_FILE, LOCK_WAIT)?;
         let mut attempt = 0;
         loop {
