@@ -508,3 +508,34 @@ os._exit(0)
         "recovered, not quarantined"
     );
 }
+
+#[test]
+fn a_writer_is_not_starved_by_a_crowd_that_keeps_the_lock_busy() {
+    // Eight holders take spool.lock, hold it 2 ms, let go and queue again at once, as a
+    // crowd of writers does. A record arriving meanwhile must still get its turn well
+    // within its 30 s bound (a polling waiter used to lose every race and exit 75).
+    let sb = Sandbox::new();
+    sb.record_task("first", "m", "success");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let holders: Vec<_> = (0..8)
+        .map(|_| {
+            let file = std::fs::File::open(sb.spool.join("spool.lock")).unwrap();
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    file.lock().unwrap();
+                    std::thread::sleep(Duration::from_millis(2));
+                    file.unlock().unwrap();
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let out = sb.try_record("in-the-crowd", &[]);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for h in holders {
+        h.join().unwrap();
+    }
+    assert_ok(&out);
+    assert_eq!(sb.queued(), 2);
+}

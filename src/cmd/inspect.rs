@@ -18,23 +18,19 @@ pub fn run(args: InspectArgs, ctx: &Context) -> Result<i32> {
     let dir = ctx.spool_dir()?;
     let now = wire::now_millis();
     let mut spool = Spool::open_existing(&dir)?;
-    let summary = match spool.as_mut() {
-        Some(s) => s.summary(now)?,
-        None => Summary::empty(),
-    };
     let limit = (args.limit > 0).then_some(args.limit);
 
     // Events as upload would send them now: none at all at level 0.
+    let listing = (args.events && level.level != Level::Off).then_some(limit);
     let mut events: Vec<(StoredEvent, WireEvent)> = Vec::new();
-    if args.events && level.level != Level::Off {
-        if let Some(s) = spool.as_mut() {
-            s.queued_events(limit, |stored| {
-                let wire = WireEvent::from_stored(&stored, level.level);
-                events.push((stored, wire));
-                Ok(())
-            })?;
-        }
-    }
+    let summary = match spool.as_mut() {
+        Some(s) => s.snapshot(now, listing, |stored| {
+            let wire = WireEvent::from_stored(&stored, level.level);
+            events.push((stored, wire));
+            Ok(())
+        })?,
+        None => Summary::empty(),
+    };
     let quarantined = spool::quarantined_in(&dir);
     let size = spool::size_on_disk(&dir);
     let storage = spool.as_ref().map(|s| {

@@ -10,7 +10,8 @@ use std::fs::{File, OpenOptions, TryLockError};
 use std::io::ErrorKind;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::sync::mpsc;
+use std::time::Duration;
 
 use crate::error::{Error, Result};
 
@@ -28,34 +29,41 @@ pub struct FileLock {
 }
 
 impl FileLock {
-    /// Waits up to `wait` for the lock, polling so the bound holds even on filesystems
-    /// where a blocking lock call could hang.
+    /// Waits up to `wait` for the lock.
+    ///
+    /// The uncontended case is one `try_lock`. Otherwise a helper thread makes the
+    /// blocking `lock()` call while this one waits on a channel with a deadline: a
+    /// blocked caller is woken by the kernel (or, on NFS, granted by the lock manager)
+    /// as soon as the lock is free, instead of polling and losing the race to newer
+    /// writers, and the bound still holds on a filesystem where `lock()` hangs. If the
+    /// deadline passes, the helper keeps waiting and lets go of the lock the moment it
+    /// gets it, since nobody is left to use it.
     pub fn acquire(dir: &Path, name: &str, wait: Duration) -> Result<FileLock> {
         let file = open_lock_file(dir, name)?;
-        let deadline = Instant::now() + wait;
-        let mut pause = Duration::from_millis(1);
-        loop {
-            match file.try_lock() {
-                Ok(()) => return Ok(FileLock { _file: file }),
-                Err(TryLockError::WouldBlock) if Instant::now() < deadline => {
-                    std::thread::sleep(pause);
-                    pause = (pause * 2).min(Duration::from_millis(50));
-                }
-                Err(TryLockError::WouldBlock) => {
-                    return Err(Error::temp_fail(format!(
-                        "the spool at {} stayed locked for {} s (a stuck process, or a hung \
-                         filesystem?); nothing was written, try again later",
-                        dir.display(),
-                        wait.as_secs()
-                    )))
-                }
-                Err(TryLockError::Error(e)) => {
-                    return Err(Error::io(format!(
-                        "cannot lock {}: {e}",
-                        dir.join(name).display()
-                    )))
-                }
-            }
+        match file.try_lock() {
+            Ok(()) => return Ok(FileLock { _file: file }),
+            Err(TryLockError::WouldBlock) => {}
+            Err(TryLockError::Error(e)) => return Err(lock_error(dir, name, e)),
+        }
+        let (tx, rx) = mpsc::sync_channel(1);
+        std::thread::Builder::new()
+            .name("telespool-lock".into())
+            .spawn(move || {
+                let result = file.lock().map(|()| file);
+                // A send fails only when the waiter gave up; dropping the file then
+                // releases the lock at once.
+                let _ = tx.send(result);
+            })
+            .map_err(|e| Error::io(format!("cannot wait for the spool lock: {e}")))?;
+        match rx.recv_timeout(wait) {
+            Ok(Ok(file)) => Ok(FileLock { _file: file }),
+            Ok(Err(e)) => Err(lock_error(dir, name, e)),
+            Err(_) => Err(Error::temp_fail(format!(
+                "the spool at {} stayed locked for {} s (a stuck process, or a hung \
+                 filesystem?); nothing was written, try again later",
+                dir.display(),
+                wait.as_secs()
+            ))),
         }
     }
 
@@ -65,12 +73,13 @@ impl FileLock {
         match file.try_lock() {
             Ok(()) => Ok(Some(FileLock { _file: file })),
             Err(TryLockError::WouldBlock) => Ok(None),
-            Err(TryLockError::Error(e)) => Err(Error::io(format!(
-                "cannot lock {}: {e}",
-                dir.join(name).display()
-            ))),
+            Err(TryLockError::Error(e)) => Err(lock_error(dir, name, e)),
         }
     }
+}
+
+fn lock_error(dir: &Path, name: &str, e: std::io::Error) -> Error {
+    Error::io(format!("cannot lock {}: {e}", dir.join(name).display()))
 }
 
 fn open_lock_file(dir: &Path, name: &str) -> Result<File> {

@@ -45,32 +45,48 @@ impl Spool {
         self.read(|tx| summarize(tx, now))
     }
 
-    /// Calls `each` with queued events (not rejected), oldest first, at most `limit`.
-    pub fn queued_events(
+    /// The summary and, when `listing` is given, the queued events (not rejected),
+    /// oldest first, at most `listing`'s limit, each passed to `each` — read in one
+    /// transaction, so the list and the counts describe the same moment however many
+    /// writers are busy.
+    pub fn snapshot(
         &mut self,
-        limit: Option<u64>,
+        now: Millis,
+        listing: Option<Option<u64>>,
         mut each: impl FnMut(StoredEvent) -> Result<()>,
-    ) -> Result<()> {
+    ) -> Result<Summary> {
         self.read(|tx| {
-            let mut stmt = tx.prepare(
-                "SELECT e.id, e.kind, e.status, e.ts, e.level, e.parameters,
-                        s.session_id, s.client_ver, s.schema_ver
-                 FROM events e JOIN streams s ON s.id = e.stream
-                 WHERE e.rejected = 0
-                 ORDER BY e.ts, e.id
-                 LIMIT ?1",
-            )?;
-            let limit = limit.map_or(-1, |n| n as i64);
-            let mut rows = stmt.query([limit])?;
-            while let Some(row) = rows.next()? {
-                each(stored_event(row)?)?;
+            let summary = summarize(tx, now)?;
+            if let Some(limit) = listing {
+                list_queued(tx, limit, &mut each)?;
             }
-            Ok(())
+            Ok(summary)
         })
     }
 }
 
-/// Reads one row of `events e JOIN streams s` selected as in `queued_events`.
+fn list_queued(
+    tx: &Transaction,
+    limit: Option<u64>,
+    each: &mut impl FnMut(StoredEvent) -> Result<()>,
+) -> Result<()> {
+    let mut stmt = tx.prepare(
+        "SELECT e.id, e.kind, e.status, e.ts, e.level, e.parameters,
+                s.session_id, s.client_ver, s.schema_ver
+         FROM events e JOIN streams s ON s.id = e.stream
+         WHERE e.rejected = 0
+         ORDER BY e.ts, e.id
+         LIMIT ?1",
+    )?;
+    let limit = limit.map_or(-1, |n| n as i64);
+    let mut rows = stmt.query([limit])?;
+    while let Some(row) = rows.next()? {
+        each(stored_event(row)?)?;
+    }
+    Ok(())
+}
+
+/// Reads one row of `events e JOIN streams s` selected as in `list_queued`.
 pub(crate) fn stored_event(row: &rusqlite::Row) -> Result<StoredEvent> {
     let kind: i64 = row.get(1)?;
     let status: i64 = row.get(2)?;
