@@ -1,5 +1,6 @@
 //! `telespool record`: validate, apply the level, append. Runs inside every
-//! evaluation job, so it does only that: no network, no threads, one transaction.
+//! evaluation job, so it does only that: no network, one transaction, and a second
+//! thread only while it has to wait for the spool lock (see `spool::FileLock`).
 
 use std::io::{BufRead, Read};
 
