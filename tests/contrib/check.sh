@@ -26,5 +26,9 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cp contrib/systemd/telespool-upload.service contrib/systemd/telespool-upload.timer "$work/"
 sed -i "s|%h/.cargo/bin/telespool|$bin|" "$work/telespool-upload.service"
-systemd-analyze verify --man=no "$work/telespool-upload.service" "$work/telespool-upload.timer"
+# verify exits 0 on settings it merely ignores ("Failed to parse ..., ignoring"): any
+# word from it is a failure here.
+out=$(systemd-analyze verify --man=no "$work/telespool-upload.service" "$work/telespool-upload.timer" 2>&1) ||
+    { echo "$ME: FAIL: $out" >&2; exit 1; }
+[[ -z "$out" ]] || { echo "$ME: FAIL: systemd-analyze verify: $out" >&2; exit 1; }
 echo "$ME: systemd units ok"
