@@ -45,8 +45,8 @@ pub struct Plan {
     pub horizon: i64,
 }
 
-/// Where a pass over the spool stands.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// Where a pass over the spool stands. Positions are ordered as a pass visits them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Cursor {
     /// The stream being read; 0 before the first.
     stream: i64,
@@ -249,7 +249,11 @@ impl Spool {
     }
 
     /// Writes `settlement` and then, in the same transaction, claims the next batches
-    /// if `claim` is given.
+    /// if `claim` is given. Limits and expiry are applied before the claim, so an event
+    /// that has just expired is dropped, never sent.
+    ///
+    /// On a local disk (WAL mode) these transactions commit with `synchronous=NORMAL`,
+    /// without waiting for the disk; see [`Spool::relaxed`].
     pub fn settle_and_claim(
         &mut self,
         settlement: &Settlement,
@@ -257,39 +261,57 @@ impl Spool {
         cursor: &mut Cursor,
         limits: &Limits,
     ) -> Result<Vec<Batch>> {
-        let (batches, next) = self.write(Some(limits), |tx| {
-            settle_in(tx, settlement)?;
-            let mut at = *cursor;
-            let mut out = Vec::new();
-            if let Some(claim) = claim {
-                // The same condition `next_batch` selected with, in the same
-                // transaction: exactly the batch's events.
-                let mut lease = tx.prepare_cached(
-                    "UPDATE events SET lease_until = ?1
-                     WHERE stream = ?2 AND id BETWEEN ?3 AND ?4
-                       AND rejected = 0 AND (lease_until IS NULL OR lease_until <= ?5)",
-                )?;
-                while out.len() < claim.max {
-                    let Some(mut batch) = next_batch(tx, &claim.plan, claim.now, &mut at)? else {
-                        break;
-                    };
-                    let span = batch.span(&batch.events);
-                    let leased = lease.execute(rusqlite::params![
-                        claim.lease_until,
-                        span.stream,
-                        span.first,
-                        span.last,
-                        claim.now
-                    ])?;
-                    debug_assert_eq!(leased, batch.events.len());
-                    batch.lease_until = Some(claim.lease_until);
-                    out.push(batch);
-                }
-            }
-            Ok((out, at))
+        // A settle alone only removes or releases events, so it cannot break a bound: the
+        // limits are applied by the transactions that claim, before they claim.
+        let (batches, next) = self.relaxed(|spool| {
+            spool.write(None, |tx| {
+                settle_and_claim_in(tx, settlement, claim, cursor, limits)
+            })
         })?;
         *cursor = next;
         Ok(batches)
+    }
+
+    /// Runs `work` (settles and claims of an upload) with `synchronous=NORMAL` when the
+    /// spool is in WAL mode on a local disk, and with the spool's durable setting otherwise.
+    ///
+    /// Why this is safe: in WAL mode, NORMAL still writes every commit to the log before
+    /// it returns; it only skips the `fsync`. A `kill -9` loses nothing (the log is in
+    /// the kernel's page cache, and the next opener recovers it), and the database stays
+    /// consistent after a power cut, which can at worst lose the last few commits made
+    /// this way. What such a commit records is the fate of claimed batches — deletions of
+    /// acknowledged events, claims, releases — so losing it re-sends those events, which
+    /// at-least-once delivery allows; it can never lose an event. The next commit made
+    /// with FULL (any `record`) syncs the log, these frames included.
+    ///
+    /// Everything else stays durable: `record`, imports, purges and export's removal
+    /// commit with FULL (EXTRA on network filesystems), and on a network filesystem,
+    /// where the spool uses a rollback journal that NORMAL could leave corrupt after a
+    /// power cut, uploads keep it too.
+    ///
+    /// The connection also keeps SQLite's statement journals in memory from then on
+    /// (`temp_store=MEMORY`): an upload commits often, and each of its transactions would
+    /// otherwise create and delete a temporary file.
+    fn relaxed<T>(&mut self, work: impl FnOnce(&mut Spool) -> Result<T>) -> Result<T> {
+        if self.fs != super::FsKind::Local {
+            return work(self);
+        }
+        self.connection()?
+            .pragma_update(None, "synchronous", "NORMAL")?;
+        self.connection()?
+            .pragma_update(None, "temp_store", "MEMORY")?;
+        let out = work(self);
+        // Back to FULL for whatever this connection writes next (a fresh connection made
+        // after a quarantine already has it).
+        let restored = match self.conn.as_ref() {
+            Some(conn) => conn
+                .pragma_update(None, "synchronous", "FULL")
+                .map_err(crate::error::Error::from),
+            None => Ok(()),
+        };
+        let out = out?;
+        restored?;
+        Ok(out)
     }
 
     /// Deletes exactly these events, in one transaction (after `export` wrote them to
@@ -305,6 +327,49 @@ impl Spool {
             Ok(removed)
         })
     }
+}
+
+/// The transaction of [`Spool::settle_and_claim`]: returns the batches and where the pass
+/// stands after them.
+fn settle_and_claim_in(
+    tx: &Transaction,
+    settlement: &Settlement,
+    claim: Option<&Claim>,
+    cursor: &Cursor,
+    limits: &Limits,
+) -> Result<(Vec<Batch>, Cursor)> {
+    settle_in(tx, settlement)?;
+    let mut at = *cursor;
+    let mut out = Vec::new();
+    let Some(claim) = claim else {
+        return Ok((out, at));
+    };
+    // Expired events go before anything is handed out.
+    super::limits::enforce(tx, limits, claim.now)?;
+    // The same condition `next_batch` selected with, in the same transaction: exactly
+    // the batch's events.
+    let mut lease = tx.prepare_cached(
+        "UPDATE events SET lease_until = ?1
+         WHERE stream = ?2 AND id BETWEEN ?3 AND ?4
+           AND rejected = 0 AND (lease_until IS NULL OR lease_until <= ?5)",
+    )?;
+    while out.len() < claim.max {
+        let Some(mut batch) = next_batch(tx, &claim.plan, claim.now, &mut at)? else {
+            break;
+        };
+        let span = batch.span(&batch.events);
+        let leased = lease.execute(rusqlite::params![
+            claim.lease_until,
+            span.stream,
+            span.first,
+            span.last,
+            claim.now
+        ])?;
+        debug_assert_eq!(leased, batch.events.len());
+        batch.lease_until = Some(claim.lease_until);
+        out.push(batch);
+    }
+    Ok((out, at))
 }
 
 fn settle_in(tx: &Transaction, s: &Settlement) -> Result<()> {

@@ -1,5 +1,13 @@
-//! Sending queued events to the endpoint (SPEC §5): claim a window of batches under the
-//! spool lock, send each outside it, settle the outcomes under the lock again.
+//! Sending queued events to the endpoint (SPEC §5): claim batches under the spool lock,
+//! send each outside it, settle the outcomes under the lock again — as they come, so that
+//! a crash re-sends only the few batches acknowledged since the last commit.
+//!
+//! Two threads share a run. The sender posts claimed batches one request at a time and
+//! reports each outcome on a channel the moment it is known. The main thread commits
+//! whatever outcomes have accumulated in one transaction (a group commit: one when the
+//! spool is idle, several when a commit had to wait for the lock), and in that same
+//! transaction claims as many batches as were finished, so a queue of up to
+//! [`MAX_WINDOW`] claimed batches always waits ahead of the sender.
 //!
 //! The run loop knows no SQL and no HTTP: it talks to the spool through
 //! [`Spool::settle_and_claim`], to the network through [`transport::Transport`], and asks
@@ -13,7 +21,7 @@ pub mod policy;
 pub mod transport;
 
 use std::ops::Range;
-use std::sync::mpsc;
+use std::sync::{mpsc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::error::Result;
@@ -27,11 +35,22 @@ use crate::wire::{self, Millis};
 use policy::Verdict;
 use transport::{Answer, Failure, Transport};
 
-/// The first window claims this many batches; each window that goes through doubles it.
+/// A run first keeps this many batches claimed ahead of the sender; each claim doubles it.
 const FIRST_WINDOW: usize = 4;
-/// The most batches claimed at once: enough that a large spool costs one commit per few
-/// thousand events, few enough that memory stays small and a failure settles promptly.
+/// The most batches claimed ahead of the sender (and read at once by `export`): enough
+/// to keep it busy, few enough that memory stays small and a failure settles promptly.
 pub const MAX_WINDOW: usize = 32;
+/// The most batch outcomes the sender may have reported that are not yet committed to the
+/// spool: the sender waits before its next request while this many are pending. It bounds
+/// what a `kill -9` (or a power cut) of an upload can cost whatever holds the lock up: at
+/// most this many acknowledged batches, plus the one whose answer was on its way, are
+/// sent again by the next run. Against a real endpoint a request takes far longer than a
+/// commit and it is one or two; against a loopback collector that answers in a tenth of a
+/// millisecond, a commit that waits for the lock or a checkpoint sees it fill up. Measured
+/// on a million-event upload to such a collector: 32 cost ~1% against committing a window
+/// at a time, 16 ~3–8%, 8 ~10–20% (the sender then waits whenever a commit takes longer
+/// than a few requests).
+pub const MAX_UNSETTLED: usize = 16;
 
 /// The request body of the events `part` of `batch` (all of them, or a half after a
 /// 413), exactly as it leaves at `sent_ts`.
@@ -127,9 +146,10 @@ pub enum Stop {
 /// settling as it goes, and records the outcome for `inspect` and the next run. The
 /// caller holds the upload lock.
 ///
-/// The spool work and the network overlap: while one thread sends a window of batches,
-/// this one settles the window before and claims the window after, each in one short
-/// transaction. `observe` is called from the sending thread.
+/// The spool work and the network overlap: while one thread sends batches, one request at
+/// a time, this one commits their outcomes as they come and keeps a queue of claimed
+/// batches ahead of the sender, in short transactions that each settle and claim.
+/// `observe` is called from the sending thread.
 pub fn run(
     spool: &mut Spool,
     transport: &Transport,
@@ -156,24 +176,31 @@ pub fn run(
         }
     }
     let timeout_ms = options.timeout.as_millis() as i64;
+    let credit = Credit::default();
 
     let (mut settlement, mut report) = std::thread::scope(|scope| {
-        let (dispatch, windows) = mpsc::sync_channel::<Vec<Batch>>(1);
-        let (finished, results) = mpsc::channel::<Window>();
+        let (dispatch, queue) = mpsc::channel::<Batch>();
+        let (tell, news) = mpsc::channel::<News>();
+        let credit = &credit;
         scope.spawn(move || {
             let mut sender = Uploader {
                 transport,
                 report: Report::default(),
                 pending: Settlement::default(),
                 observe,
+                tell,
+                credit,
+                stopped: false,
             };
-            for batches in windows {
-                if finished.send(sender.window(batches, timeout_ms)).is_err() {
-                    break;
+            for batch in queue {
+                if sender.batch(batch, timeout_ms).is_err() {
+                    break; // the spool side is gone
                 }
             }
         });
-        claim_ahead(spool, options, plan, &dispatch, &results)
+        // However the spool side ends, the sender must not wait for credit forever.
+        let _close = CloseOnDrop(credit);
+        claim_ahead(spool, options, plan, &dispatch, &news, credit)
     })?;
 
     if report.batches > 0 {
@@ -195,94 +222,148 @@ pub fn run(
     Ok(Run::Done(report))
 }
 
-/// The spool side of a run: claims windows, one ahead of the sender, and settles what
-/// comes back in the transaction that claims the next. Returns what is left to settle,
-/// and the run's report.
+/// The spool side of a run: keeps up to a window of claimed batches queued ahead of the
+/// sender, and commits what the sender reports as it comes: each transaction settles
+/// every outcome that arrived since the last one (a group commit) and claims as many
+/// batches as that freed in the queue. Returns what is left to settle, and the report.
 fn claim_ahead(
     spool: &mut Spool,
     options: &Options,
     plan: Plan,
-    dispatch: &mpsc::SyncSender<Vec<Batch>>,
-    results: &mpsc::Receiver<Window>,
+    dispatch: &mpsc::Sender<Batch>,
+    news: &mpsc::Receiver<News>,
+    credit: &Credit,
 ) -> Result<(Settlement, Report)> {
     let lease_ms = options.lease.as_millis() as i64;
     let max = options.max_batches.unwrap_or(u64::MAX);
     let mut pending = Settlement::default();
+    // Outcomes in `pending`, to give back as credit once they are committed.
+    let mut outcomes = 0;
     let mut report = Report::default();
     let mut cursor = Cursor::start();
     let mut window = FIRST_WINDOW;
     let mut last_lease = 0;
     let mut claimed = 0u64;
     let mut drained = false;
-    let mut ahead: Option<Vec<Batch>> = None;
-    let mut sending = false;
+    // Batches handed to the sender that it has not finished with.
+    let mut out = 0usize;
     loop {
-        if ahead.is_none() && report.stop.is_none() && !drained && claimed < max {
-            let want = (window as u64).min(max - claimed) as usize;
+        let room = window.saturating_sub(out);
+        let can_claim = report.stop.is_none() && !drained && claimed < max && room > 0;
+        let claim = can_claim.then(|| {
             let now = wire::now_millis();
             // Each claim's lease time is its own (see `Span`).
             last_lease = (now + lease_ms).max(last_lease + 1);
-            let claim = Claim {
+            Claim {
                 plan,
                 now,
                 lease_until: last_lease,
-                max: want,
-            };
+                max: (room as u64).min(max - claimed) as usize,
+            }
+        });
+        if claim.is_some() || !pending.is_empty() {
             let settled = std::mem::take(&mut pending);
             let batches =
-                spool.settle_and_claim(&settled, Some(&claim), &mut cursor, &options.limits)?;
-            claimed += batches.len() as u64;
-            drained = batches.len() < want;
-            if !batches.is_empty() {
-                ahead = Some(batches);
-            }
-            window = (window * 2).min(MAX_WINDOW);
-        }
-        if !sending {
-            match ahead.take() {
-                Some(batches) => {
-                    if dispatch.send(batches).is_err() {
+                spool.settle_and_claim(&settled, claim.as_ref(), &mut cursor, &options.limits)?;
+            credit.give_back(std::mem::take(&mut outcomes));
+            if let Some(claim) = &claim {
+                claimed += batches.len() as u64;
+                drained = batches.len() < claim.max;
+                window = (window * 2).min(MAX_WINDOW);
+                for batch in batches {
+                    if dispatch.send(batch).is_err() {
                         break; // the sender is gone; cannot happen short of a panic
                     }
-                    sending = true;
-                    continue;
+                    out += 1;
                 }
-                None => break,
             }
         }
-        let Ok(done) = results.recv() else {
+        if out == 0 {
+            break;
+        }
+        // Wait for news from the sender, then take all it has said since.
+        let Ok(first) = news.recv() else {
             break;
         };
-        sending = false;
-        pending.merge(done.settlement);
-        report.merge(done.report);
-        if let Some((at, unsent)) = done.resume {
-            // Claims ran out before their batches could be sent: claim those again,
-            // in smaller windows.
-            cursor = at;
-            drained = false;
-            claimed -= unsent;
-            window = (window / 4).max(1);
-        }
-        if report.stop.is_some() {
-            if let Some(batches) = ahead.take() {
-                for batch in &batches {
-                    pending.streams.push(batch.stream);
-                    pending.released.push(batch.span(&batch.events));
-                }
+        let mut next = Some(first);
+        while let Some(item) = next {
+            pending.merge(item.settlement);
+            report.merge(item.report);
+            outcomes += 1;
+            out -= 1;
+            if let Some(at) = item.resume {
+                // The claim ran out before the batch could be sent: claim it again, with
+                // fewer batches ahead. The cursor may have moved past it meanwhile.
+                cursor = cursor.min(at);
+                drained = false;
+                claimed -= 1;
+                window = (window / 4).max(1);
             }
+            next = news.try_recv().ok();
         }
     }
+    credit.give_back(outcomes);
     Ok((pending, report))
 }
 
-/// What the sender made of one window.
-struct Window {
+/// What the sender tells the spool side about one batch it has finished with: sent
+/// (delivered, rejected, or kept after a failure), or handed back unsent.
+struct News {
     settlement: Settlement,
     report: Report,
-    /// Where to claim again, and how many batches were handed back unsent because their
-    /// claim would have run out during the request.
-    resume: Option<(Cursor, u64)>,
+    /// Where to claim again, if the batch was handed back because its claim would have
+    /// run out during the request.
+    resume: Option<Cursor>,
+}
+
+/// How many outcomes the sender has reported that are not yet committed, shared by the
+/// two threads of a run; see [`MAX_UNSETTLED`].
+#[derive(Default)]
+struct Credit {
+    /// (outcomes not yet committed, whether the spool side has finished)
+    state: Mutex<(usize, bool)>,
+    changed: Condvar,
+}
+
+impl Credit {
+    /// Waits until another outcome may be reported; false if the spool side has finished,
+    /// so nothing more will be committed.
+    fn wait(&self) -> bool {
+        let guard = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let guard = self
+            .changed
+            .wait_while(guard, |(unsettled, closed)| {
+                *unsettled >= MAX_UNSETTLED && !*closed
+            })
+            .unwrap_or_else(PoisonError::into_inner);
+        !guard.1
+    }
+
+    fn taken(&self) {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner).0 += 1;
+    }
+
+    fn give_back(&self, n: usize) {
+        if n > 0 {
+            let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+            state.0 = state.0.saturating_sub(n);
+            self.changed.notify_all();
+        }
+    }
+}
+
+/// Marks the spool side finished when dropped, error or not.
+struct CloseOnDrop<'a>(&'a Credit);
+
+impl Drop for CloseOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .1 = true;
+        self.0.changed.notify_all();
+    }
 }
 
 impl Settlement {
@@ -378,41 +459,62 @@ fn plural(n: u64) -> &'static str {
     }
 }
 
-/// The state of a run between windows.
+/// The sending side of a run.
 struct Uploader<'a, 'o> {
     transport: &'a Transport,
+    /// What happened since the last news.
     report: Report,
-    /// Outcomes not yet written to the spool.
+    /// Outcomes not yet told to the spool side.
     pending: Settlement,
     observe: &'a mut (dyn FnMut(&Sent) + Send + 'o),
+    tell: mpsc::Sender<News>,
+    credit: &'a Credit,
+    /// A request failed in a way that ends the run: send nothing more.
+    stopped: bool,
 }
 
+/// The spool side has gone away; nothing the sender says will be committed.
+struct Gone;
+
 impl Uploader<'_, '_> {
-    /// Sends a window of batches in order, stopping at the first failure.
-    fn window(&mut self, batches: Vec<Batch>, timeout_ms: i64) -> Window {
+    /// Sends one batch and tells the spool side what became of it; after a failure that
+    /// stopped the run, hands it back unsent.
+    fn batch(&mut self, batch: Batch, timeout_ms: i64) -> std::result::Result<(), Gone> {
         let mut resume = None;
-        for (i, batch) in batches.iter().enumerate() {
-            let lease_until = batch.lease_until.unwrap_or(Millis::MAX);
-            if i > 0 && wire::now_millis() + timeout_ms >= lease_until {
-                // A request started now could outlive the claim: hand the rest back to
-                // be claimed afresh.
-                self.release_all(&batches[i..]);
-                resume = Some((Cursor::before(batch), (batches.len() - i) as u64));
-                break;
+        if self.stopped {
+            self.release_all(std::slice::from_ref(&batch));
+        } else {
+            // Wait until the spool side has committed enough of what it was told.
+            if !self.credit.wait() {
+                return Err(Gone);
             }
-            self.pending.streams.push(batch.stream);
-            self.report.batches += 1;
-            if let Err(stop) = self.deliver(batch, 0..batch.events.len()) {
-                self.release_all(&batches[i + 1..]);
-                self.report.stop = Some(stop);
-                break;
+            let lease_until = batch.lease_until.unwrap_or(Millis::MAX);
+            if wire::now_millis() + timeout_ms >= lease_until {
+                // A request started now could outlive the claim, and the spool side could
+                // claim the events again meanwhile: hand the batch back to be claimed afresh.
+                // (The lease outlasts the timeout by at least a second, so a batch claimed
+                // while the sender is idle, as happens once the window is down to one,
+                // always goes: a run never stalls here.)
+                self.release_all(std::slice::from_ref(&batch));
+                resume = Some(Cursor::before(&batch));
+            } else {
+                self.pending.streams.push(batch.stream);
+                self.report.batches += 1;
+                if let Err(stop) = self.deliver(&batch, 0..batch.events.len()) {
+                    self.report.stop = Some(stop);
+                    self.stopped = true;
+                }
             }
         }
-        Window {
+        // Free the batch's memory here, before telling, so it is never in two places.
+        drop(batch);
+        self.credit.taken();
+        let news = News {
             settlement: std::mem::take(&mut self.pending),
             report: std::mem::take(&mut self.report),
             resume,
-        }
+        };
+        self.tell.send(news).map_err(|_| Gone)
     }
 
     /// Sends the events `part` of `batch`, splitting on 413; on a stop, whatever of them

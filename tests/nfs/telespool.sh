@@ -45,6 +45,8 @@ for w in $(seq 1 "$WRITERS"); do
         for i in $(seq 1 "$EACH"); do
             "$T" record evaluation-task --task "w$w-$i" --framework f --model m \
                 --status success 2>>"$work/stderr.$w" || fails=$((fails + 1))
+            # A WAL would need memory shared between hosts: it must never appear here.
+            if [[ -e "$TELESPOOL_DIR/spool.db-wal" ]]; then touch "$work/wal-seen"; fi
         done
         echo "$fails" >"$work/fails.$w"
     ) &
@@ -56,8 +58,10 @@ done
     done | "$T" record --json - 2>>"$work/stderr.batch" || echo 1 >"$work/fails.batch"
 ) &
 uploads=0
+upload_fails=0
 while [[ $(ls "$work"/fails.* 2>/dev/null | wc -l) -lt "$WRITERS" ]]; do
-    "$T" upload --now --quiet --endpoint "$endpoint" 2>>"$work/stderr.upload" || true
+    "$T" upload --now --quiet --endpoint "$endpoint" 2>>"$work/stderr.upload" ||
+        upload_fails=$((upload_fails + 1))
     uploads=$((uploads + 1))
     sleep 0.5
 done
@@ -67,6 +71,8 @@ fails=$(cat "$work"/fails.* 2>/dev/null | awk '{s+=$1} END {print s+0}')
 say "$WRITERS writers x $EACH records + 50 by stdin in $((SECONDS - t0))s with $uploads uploads alongside: $fails failed"
 [[ "$fails" == 0 ]] || { cat "$work"/stderr.* >&2 || true; die "$fails records failed"; }
 if grep -qi "database is locked" "$work"/stderr.* 2>/dev/null; then die "a \"database is locked\" reached a user"; fi
+[[ "$upload_fails" == 0 ]] || die "$upload_fails uploads beside the writers failed: $(head -3 "$work/stderr.upload")"
+[[ ! -e "$work/wal-seen" ]] || die "a spool.db-wal file appeared on NFS while writers ran"
 
 # --- 3. the lock is enforced over NFS ----------------------------------------------
 rm -f "$work/held"
@@ -114,8 +120,10 @@ expected |= {f"b-{i}" for i in range(1, 51)} | {"locked-1"}
 missing, extra = expected - set(seen), set(seen) - expected
 dupes = len(seen) - len(set(seen))
 print(f"nfs/telespool.sh: delivered {len(seen)} events ({len(set(seen))} distinct, {dupes} duplicates) of {len(expected)} recorded")
-if missing or extra:
-    sys.exit(f"nfs/telespool.sh: FAIL: missing {sorted(missing)[:10]} extra {sorted(extra)[:10]}")
+if missing or extra or dupes:
+    # Nothing is killed here, so every event must arrive exactly once.
+    sys.exit(f"nfs/telespool.sh: FAIL: missing {sorted(missing)[:10]} extra {sorted(extra)[:10]} "
+             f"duplicates {dupes}")
 PY
 echo "vers=${NFS_VERS:-?} ok" >"$RESULTS_DIR/telespool.ok"
 say "telespool on NFSv${NFS_VERS:-?}: nothing lost, integrity ok, lock enforced, journal $mode"
