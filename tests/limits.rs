@@ -180,12 +180,7 @@ fn the_spool_files_stay_within_the_byte_bound_while_many_write() {
     let total = (WRITERS * EACH) as u64;
     assert!(queued > 20 && queued < total / 4, "{queued}");
     assert_eq!(doc["dropped"].as_u64().unwrap() + queued, total);
-    let data: i64 = sb
-        .db()
-        .query_row("SELECT COALESCE(sum(bytes), 0) FROM events", [], |r| {
-            r.get(0)
-        })
-        .unwrap();
+    let data: i64 = sb.stored::<i64>("bytes").iter().sum();
     assert!(data as u64 <= MAX_BYTES, "{data}");
     // Each writer's kept events are its newest ones: the oldest went first.
     let mut kept: BTreeMap<String, Vec<usize>> = BTreeMap::new();
@@ -224,12 +219,7 @@ fn expired_events_go_at_the_next_write_and_at_the_next_upload_never_sent() {
     let c = Collector::start();
     let age = [("TELESPOOL_MAX_AGE", "1d")];
     let age_by_days = |sb: &Sandbox, prefix: &str| {
-        sb.db()
-            .execute(
-                "UPDATE events SET ts = ts - 2 * 86400 * 1000 WHERE parameters LIKE ?1",
-                [format!("%\"task\":\"{prefix}%")],
-            )
-            .unwrap()
+        sb.age_events(&format!("%\"task\":\"{prefix}%"), 2 * 86_400_000)
     };
 
     // At the next upload: nothing is written between the ageing and the upload.

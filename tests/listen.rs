@@ -511,10 +511,7 @@ fn the_level_is_read_once_at_start() {
     assert_eq!(post(listener.addr, &body).status, 200);
     // Stored at the level in force when the listener started (2); inspect now runs
     // at level 1 and shows it redacted, as upload would send it.
-    let stored: String = sb
-        .db()
-        .query_row("SELECT parameters FROM events", [], |r| r.get(0))
-        .unwrap();
+    let stored = sb.stored::<String>("parameters").join("\n");
     assert!(stored.contains("real-model"), "{stored}");
 }
 
@@ -568,6 +565,10 @@ fn a_spool_that_cannot_be_written_answers_503_with_the_reason_and_recovers() {
     let sb = Sandbox::new();
     let mut listener = start_listen(&sb, &[], &[]);
     // A newer telespool took the spool over: this one must not write to it.
+    let version: i64 = sb
+        .db()
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
     sb.db().pragma_update(None, "user_version", 99).unwrap();
     let reply = post(listener.addr, &upstream_body_bytes());
     assert_eq!(reply.status, 503, "{reply:?}");
@@ -575,7 +576,9 @@ fn a_spool_that_cannot_be_written_answers_503_with_the_reason_and_recovers() {
     let log = listener.log_when(Duration::from_secs(5), |l| l.contains(" 503 "));
     assert!(log.contains(" 503 "), "logged even without -v: {log}");
     assert!(listener.is_running());
-    sb.db().pragma_update(None, "user_version", 1).unwrap();
+    sb.db()
+        .pragma_update(None, "user_version", version)
+        .unwrap();
     assert_eq!(post(listener.addr, &upstream_body_bytes()).status, 200);
     assert_eq!(sb.inspect_env(&[KEEP_OLD_EVENTS])["queued"], 2);
 }

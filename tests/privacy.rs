@@ -674,7 +674,9 @@ fn the_slurm_job_id_and_the_session_key_never_leave_the_key_store() {
     let db = sb.db();
     let values = database_values(&db, |table, first| table == "meta" && first == b"slurm_key");
     assert!(
-        values.iter().any(|(w, _)| w.starts_with("events")),
+        values
+            .iter()
+            .any(|(w, _)| w.starts_with("events") || w.starts_with("inbox")),
         "no event rows read"
     );
     let mut found = Vec::new();
@@ -682,11 +684,15 @@ fn the_slurm_job_id_and_the_session_key_never_leave_the_key_store() {
         found.extend(leaks(place, bytes, &secrets));
     }
     let rows: i64 = db
-        .query_row("SELECT count(*) FROM events", [], |r| r.get(0))
+        .query_row(
+            "SELECT (SELECT count(*) FROM events) + (SELECT count(*) FROM inbox)",
+            [],
+            |r| r.get(0),
+        )
         .unwrap();
     assert_eq!(rows, recorded as i64);
     let sessions: Vec<String> = db
-        .prepare("SELECT DISTINCT session_id FROM streams")
+        .prepare("SELECT session_id FROM streams UNION SELECT session_id FROM inbox")
         .unwrap()
         .query_map([], |r| r.get(0))
         .unwrap()
@@ -911,7 +917,7 @@ fn nothing_of_the_environment_leaves_only_allowlisted_values() {
     .collect();
     let stored_sessions: HashSet<String> = sb
         .db()
-        .prepare("SELECT session_id FROM streams")
+        .prepare("SELECT session_id FROM streams UNION SELECT session_id FROM inbox")
         .unwrap()
         .query_map([], |r| r.get(0))
         .unwrap()

@@ -353,10 +353,7 @@ fn limits_drop_the_oldest_and_count_them() {
     let queued = doc["queued"].as_u64().unwrap();
     assert!(queued < 400 && queued > 100, "{queued}");
     assert_eq!(doc["dropped"].as_u64().unwrap() + queued, 408);
-    let bytes: i64 = sb
-        .db()
-        .query_row("SELECT sum(bytes) FROM events", [], |r| r.get(0))
-        .unwrap();
+    let bytes: i64 = sb.stored::<i64>("bytes").iter().sum();
     assert!(bytes <= 64 * 1024, "{bytes}");
 }
 
@@ -365,9 +362,7 @@ fn expired_events_are_dropped_at_the_next_write() {
     let sb = Sandbox::new();
     sb.record_task("old", "m", "success");
     // Age the event by 2 days, as if recorded long ago.
-    sb.db()
-        .execute("UPDATE events SET ts = ts - 2 * 86400 * 1000", [])
-        .unwrap();
+    assert_eq!(sb.age_events("%", 2 * 86_400_000), 1);
     let out = sb.try_record("new", &[("TELESPOOL_MAX_AGE", "1d")]);
     assert_ok(&out);
     let doc = sb.inspect();
@@ -478,8 +473,9 @@ c.execute("PRAGMA journal_mode=DELETE")
 c.execute("PRAGMA cache_size=1")
 c.execute("BEGIN IMMEDIATE")
 for i in range(2000):
-    c.execute("INSERT INTO events (stream, kind, status, ts, level, parameters, bytes) "
-              "SELECT stream, kind, status, ts, level, parameters, bytes FROM events LIMIT 1")
+    c.execute("INSERT INTO inbox (session_id, client_ver, schema_ver, kind, status, ts, level, "
+              "parameters, bytes, run_events, run_bytes, run_min_ts, run_max_ts) "
+              "VALUES ('s', 'v', '1', 1, 1, 0, 2, hex(randomblob(500)), 1048, 1, 1048, 0, 0)")
 os._exit(0)
 "#;
     let status = std::process::Command::new("python3")
@@ -538,4 +534,39 @@ fn a_writer_is_not_starved_by_a_crowd_that_keeps_the_lock_busy() {
     }
     assert_ok(&out);
     assert_eq!(sb.queued(), 2);
+}
+
+#[test]
+fn a_spool_of_the_first_schema_gains_the_inbox_and_keeps_its_events() {
+    // Make a spool as the first schema left it: its events in `events`, no inbox,
+    // user_version 1. (Folding is what every write but a small record does.)
+    let sb = Sandbox::new();
+    for i in 0..3 {
+        sb.record_task(&format!("v1-{i}"), "m", "success");
+    }
+    assert_ok(&sb.run(&["purge", "--older-than", "3650d", "--yes"]));
+    let db = sb.db();
+    let in_events: i64 = db
+        .query_row("SELECT count(*) FROM events", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(in_events, 3);
+    db.execute_batch("DROP TABLE inbox; PRAGMA user_version = 1;")
+        .unwrap();
+    drop(db);
+
+    sb.record_task("v2", "m", "success");
+    let version: i64 = sb
+        .db()
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 2);
+    let doc = sb.inspect();
+    assert_eq!(doc["queued"], 4);
+    let tasks: Vec<&str> = doc["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["parameters"]["task"].as_str().unwrap())
+        .collect();
+    assert_eq!(tasks, ["v1-0", "v1-1", "v1-2", "v2"]);
 }

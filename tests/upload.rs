@@ -762,3 +762,97 @@ fn batches_whose_claim_would_run_out_are_claimed_again_not_lost_or_doubled() {
         (Some(0), Some(0))
     );
 }
+
+#[test]
+fn small_records_wait_in_the_inbox_and_leave_in_arrival_order_with_bulk_ones() {
+    // One session, written three ways: single records (to the inbox), a bulk
+    // `record --json -` of more than 64 lines (straight into `events`, folding the inbox in
+    // first), then single records again. The upload must send them in arrival order, in
+    // the one session's requests, and leave both tables empty.
+    let c = Collector::start();
+    let sb = Sandbox::new();
+    let record_one = |task: &str| {
+        let out = sb.run_env(
+            &[
+                "record",
+                "evaluation-task",
+                "--task",
+                task,
+                "--framework",
+                "lm-eval",
+                "--model",
+                "m",
+                "--status",
+                "success",
+                "--client-version",
+                "1.0",
+            ],
+            &[("NEMO_EVALUATOR_TELEMETRY_SESSION_ID", "inbox-session")],
+        );
+        assert_ok(&out);
+    };
+    for i in 0..3 {
+        record_one(&format!("a{i}"));
+    }
+    let tables = |sb: &Sandbox| -> (i64, i64) {
+        let db = sb.db();
+        let count = |t: &str| {
+            db.query_row(&format!("SELECT count(*) FROM {t}"), [], |r| r.get(0))
+                .unwrap()
+        };
+        (count("events"), count("inbox"))
+    };
+    assert_eq!(tables(&sb), (0, 3), "single records go to the inbox");
+    assert_eq!(sb.inspect()["queued"], 3, "inspect counts the inbox");
+
+    record_events(&sb, 70, "inbox-session", "1.0", "m");
+    assert_eq!(
+        tables(&sb),
+        (73, 0),
+        "a bulk record folds the inbox in first"
+    );
+    for i in 0..2 {
+        record_one(&format!("c{i}"));
+    }
+    assert_eq!(tables(&sb), (73, 2));
+    let doc = sb.inspect();
+    assert_eq!(doc["queued"], 75);
+
+    // The dry run shows the inbox too, and leaves it where it is.
+    let dry = upload(&sb, &c.url(), &["--dry-run"]);
+    assert_ok(&dry);
+    let dry_events: usize = stdout(&dry)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["events"]
+                .as_array()
+                .unwrap()
+                .len()
+        })
+        .sum();
+    assert_eq!(dry_events, 75);
+    assert_eq!(tables(&sb), (73, 2));
+
+    assert_ok(&upload(&sb, &c.url(), &[]));
+    let bodies: Vec<Value> = posts(c.requests())
+        .iter()
+        .map(|r| r.json().unwrap())
+        .collect();
+    assert!(bodies
+        .iter()
+        .all(|b| b["sessionId"] == "inbox-session" && b["clientVer"] == "1.0"));
+    let tasks: Vec<String> = bodies
+        .iter()
+        .flat_map(|b| b["events"].as_array().unwrap().clone())
+        .map(|e| e["parameters"]["task"].as_str().unwrap().to_string())
+        .collect();
+    let expected: Vec<String> = ["a0", "a1", "a2"]
+        .into_iter()
+        .map(String::from)
+        .chain((0..70).map(|i| format!("t{i}")))
+        .chain(["c0".to_string(), "c1".to_string()])
+        .collect();
+    assert_eq!(tasks, expected);
+    assert_eq!(tables(&sb), (0, 0));
+    assert_eq!(sb.inspect()["queued"], 0);
+}

@@ -296,7 +296,8 @@ fn dry_run(
     let plan = Plan {
         level,
         limits: batch,
-        horizon: spool.horizon()?,
+        // Everything queued: `horizon()` would move the inbox into `events`, a write.
+        horizon: i64::MAX,
     };
     let mut out = std::io::stdout().lock();
     let written =

@@ -6,7 +6,7 @@ use crate::error::Result;
 use crate::event::Event;
 use crate::level::Level;
 use crate::session::SessionSource;
-use crate::spool::{meta, Limits, Spool};
+use crate::spool::{inbox, limits, meta, Limits, Spool};
 use crate::wire::Millis;
 
 /// The envelope fields shared by a group of new events.
@@ -28,24 +28,96 @@ pub struct NewEvent {
 /// Fixed cost of a row beyond its parameters: ids, times, index entries.
 const ROW_OVERHEAD: usize = 48;
 
+/// The most events an append may put in the inbox; larger ones (`record --json -` of
+/// many lines, imports) go straight into `events`, where their pages are shared by many
+/// rows anyway and `inspect` finds them without a scan.
+const INBOX_MAX_APPEND: usize = 64;
+
 impl Spool {
     /// Appends every event of every stream in one transaction: all are stored, or
     /// none. Returns the session ids the streams resolved to.
+    ///
+    /// A small append that leaves every bound holding goes to the inbox (one page
+    /// written; see [`super::inbox`]). Anything else folds the inbox in, inserts into
+    /// `events` and applies the limits, dropping the oldest as needed.
     pub fn append(
         &mut self,
         groups: &[(NewStream, Vec<NewEvent>)],
         limits: &Limits,
     ) -> Result<Vec<String>> {
-        self.write(Some(limits), |tx| {
+        let count: usize = groups.iter().map(|(_, events)| events.len()).sum();
+        self.write_append(|tx| {
+            let now = crate::wire::now_millis();
             let mut sessions = Vec::with_capacity(groups.len());
-            for (stream, events) in groups {
-                let session_id = stream.session.resolve(|| meta::slurm_key(tx))?;
-                let stream_id = stream_id(tx, &session_id, &stream.client_ver, &stream.schema_ver)?;
-                insert_events(tx, stream_id, events)?;
-                sessions.push(session_id);
+            for (stream, _) in groups {
+                sessions.push(stream.session.resolve(|| meta::slurm_key(tx))?);
             }
+            let mut rows = Vec::with_capacity(count);
+            for ((stream, events), session_id) in groups.iter().zip(&sessions) {
+                for new in events {
+                    let parameters = stored_parameters(new);
+                    rows.push(inbox::Row {
+                        session_id,
+                        client_ver: &stream.client_ver,
+                        schema_ver: &stream.schema_ver,
+                        kind: new.event.kind().code(),
+                        status: new.event.status().code(),
+                        ts: new.ts,
+                        level: i64::from(new.level.number()),
+                        bytes: (parameters.len() + ROW_OVERHEAD) as i64,
+                        parameters,
+                    });
+                }
+            }
+            if count <= INBOX_MAX_APPEND && limits::room_for(tx, limits, now, &rows)? {
+                inbox::push(tx, &rows)?;
+                limits::log_settings(tx, limits)?;
+                return Ok(sessions);
+            }
+            inbox::fold(tx)?;
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO events (stream, kind, status, ts, level, parameters, bytes)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?;
+            let mut current: Option<(&str, &str, &str, i64)> = None;
+            for row in &rows {
+                let stream = match current {
+                    Some((s, c, v, id))
+                        if (s, c, v) == (row.session_id, row.client_ver, row.schema_ver) =>
+                    {
+                        id
+                    }
+                    _ => {
+                        let id = stream_id(tx, row.session_id, row.client_ver, row.schema_ver)?;
+                        current = Some((row.session_id, row.client_ver, row.schema_ver, id));
+                        id
+                    }
+                };
+                insert.execute(rusqlite::params![
+                    stream,
+                    row.kind,
+                    row.status,
+                    row.ts,
+                    row.level,
+                    row.parameters,
+                    row.bytes
+                ])?;
+            }
+            limits::enforce(tx, limits, now)?;
             Ok(sessions)
         })
+    }
+}
+
+/// The parameters as stored: the spool, not only its callers, guarantees a level-1
+/// event never carries its model name to disk.
+fn stored_parameters(new: &NewEvent) -> String {
+    if new.level.keeps_model() {
+        new.event.parameters_json()
+    } else {
+        let mut redacted = new.event.clone();
+        redacted.redact_model();
+        redacted.parameters_json()
     }
 }
 
@@ -77,15 +149,7 @@ pub(super) fn insert_events(tx: &Transaction, stream: i64, events: &[NewEvent]) 
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?;
     for new in events {
-        // The spool, not only its callers, guarantees a level-1 event never carries
-        // its model name to disk.
-        let parameters = if new.level.keeps_model() {
-            new.event.parameters_json()
-        } else {
-            let mut redacted = new.event.clone();
-            redacted.redact_model();
-            redacted.parameters_json()
-        };
+        let parameters = stored_parameters(new);
         let bytes = (parameters.len() + ROW_OVERHEAD) as i64;
         insert.execute(rusqlite::params![
             stream,

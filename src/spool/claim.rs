@@ -185,11 +185,11 @@ pub struct UploadState {
 }
 
 impl Spool {
-    /// The newest event id now (0 if none): the horizon of a run that starts now.
+    /// The newest event id now (0 if none): the horizon of a run that starts now. What
+    /// waits in the inbox is moved into `events` first, so that it is inside it.
     pub fn horizon(&mut self) -> Result<i64> {
-        self.read(|tx| {
-            Ok(tx.query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |r| r.get(0))?)
-        })
+        self.fold_inbox()?;
+        self.read(max_event_id)
     }
 
     /// The backoff state left by earlier runs.
@@ -213,7 +213,7 @@ impl Spool {
         now: Millis,
         max: usize,
     ) -> Result<Vec<Batch>> {
-        let (batches, next) = self.read(|tx| {
+        let read = |tx: &Transaction| {
             let mut at = *cursor;
             let mut out = Vec::new();
             while out.len() < max {
@@ -223,7 +223,17 @@ impl Spool {
                 }
             }
             Ok((out, at))
-        })?;
+        };
+        // Events still in the inbox would be folded in by the next write, with ids after
+        // every id now in `events`: they count when the horizon reaches past those (a dry
+        // run's does; an export's, taken after its own fold, does not).
+        let inbox_counts =
+            self.read(|tx| Ok(!super::inbox::is_empty(tx)? && max_event_id(tx)? < plan.horizon))?;
+        let (batches, next) = if inbox_counts {
+            self.read_folded(read)?
+        } else {
+            self.read(read)?
+        };
         *cursor = next;
         Ok(batches)
     }
@@ -434,6 +444,10 @@ fn settle_in(tx: &Transaction, s: &Settlement) -> Result<()> {
         sweep_streams(tx)?;
     }
     Ok(())
+}
+
+fn max_event_id(tx: &Transaction) -> Result<i64> {
+    Ok(tx.query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |r| r.get(0))?)
 }
 
 /// Deletes `streams` rows no event refers to any more: one index probe per stream.

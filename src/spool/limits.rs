@@ -19,10 +19,10 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use rusqlite::Transaction;
+use rusqlite::{OptionalExtension, Transaction};
 
 use crate::error::Result;
-use crate::spool::meta;
+use crate::spool::{inbox, meta};
 use crate::wire::Millis;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,9 +106,56 @@ pub fn enforce(tx: &Transaction, limits: &Limits, now: Millis) -> Result<u64> {
         }
         drop.sweep_streams(tx)?;
     }
-    // Settings of this connection, for the log of this and later commits. A PRAGMA takes
-    // effect when it is prepared, so a cached statement sets each value once per
-    // connection and costs nothing on the next write.
+    log_settings(tx, limits)?;
+
+    meta::add_dropped(tx, drop.count)?;
+    Ok(drop.count)
+}
+
+/// Whether `rows` can be appended with every bound still holding and nothing to expire
+/// or drop: the check that lets a small append skip [`enforce`] (and the indexes it
+/// needs) and go to the inbox. Reads only the edges of the tally, the inbox and the
+/// time index, so it costs the same with ten events queued as with a million.
+pub(super) fn room_for(
+    tx: &Transaction,
+    limits: &Limits,
+    now: Millis,
+    rows: &[inbox::Row],
+) -> Result<bool> {
+    let (events, bytes): (i64, i64) = tx
+        .prepare_cached("SELECT COALESCE(SUM(events), 0), COALESCE(SUM(bytes), 0) FROM tally")?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    let waiting = inbox::totals(tx)?;
+    let new_bytes: u64 = rows.iter().map(|r| r.bytes.max(0) as u64).sum();
+    let total_events = events.max(0) as u64 + waiting.events + rows.len() as u64;
+    let total_bytes = bytes.max(0) as u64 + waiting.bytes + new_bytes;
+    if total_events > limits.max_events || total_bytes > limits.max_bytes {
+        return Ok(false);
+    }
+    let cutoff = now.saturating_sub(limits.max_age.as_millis() as i64);
+    let oldest_event: Option<Millis> = tx
+        .prepare_cached("SELECT ts FROM events ORDER BY ts LIMIT 1")?
+        .query_row([], |r| r.get(0))
+        .optional()?;
+    let oldest = rows
+        .iter()
+        .map(|r| r.ts)
+        .chain(oldest_event)
+        .chain(waiting.oldest)
+        .min();
+    if oldest.is_some_and(|t| t < cutoff) {
+        return Ok(false);
+    }
+    let page_size = pragma_u64(tx, "page_size")?;
+    let used = (page_count(tx)? - free_pages(tx)?) * page_size;
+    Ok(used.saturating_add(new_bytes) <= limits.max_bytes.saturating_add(FILE_SLACK))
+}
+
+/// Settings of this connection, for the log of this and later commits. A PRAGMA takes
+/// effect when it is prepared, so a cached statement sets each value once per
+/// connection and costs nothing on the next write.
+pub(super) fn log_settings(tx: &Transaction, limits: &Limits) -> Result<()> {
+    let page_size = pragma_u64(tx, "page_size")?;
     let wal = wal_pages(limits, page_size);
     for sql in [
         format!("PRAGMA wal_autocheckpoint = {wal}"),
@@ -118,9 +165,7 @@ pub fn enforce(tx: &Transaction, limits: &Limits, now: Millis) -> Result<u64> {
         let mut rows = stmt.query([])?;
         while rows.next()?.is_some() {}
     }
-
-    meta::add_dropped(tx, drop.count)?;
-    Ok(drop.count)
+    Ok(())
 }
 
 fn pragma_u64(tx: &Transaction, name: &str) -> Result<u64> {

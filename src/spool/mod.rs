@@ -10,6 +10,7 @@ mod append;
 mod claim;
 mod dir;
 mod import;
+mod inbox;
 mod limits;
 mod lock;
 mod meta;
@@ -58,6 +59,13 @@ pub struct StoredEvent {
     pub session_id: String,
     pub client_ver: String,
     pub schema_ver: String,
+}
+
+/// Whether a write moves the inbox into `events` before its own work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fold {
+    First,
+    Not,
 }
 
 /// An open spool directory.
@@ -192,6 +200,21 @@ impl Spool {
     pub fn write<T>(
         &mut self,
         limits: Option<&Limits>,
+        work: impl FnMut(&Transaction) -> Result<T>,
+    ) -> Result<T> {
+        self.write_as(Fold::First, limits, work)
+    }
+
+    /// [`Spool::write`] for an append, which decides itself whether to fold the inbox
+    /// and apply the limits (see [`Spool::append`]).
+    fn write_append<T>(&mut self, work: impl FnMut(&Transaction) -> Result<T>) -> Result<T> {
+        self.write_as(Fold::Not, None, work)
+    }
+
+    fn write_as<T>(
+        &mut self,
+        fold: Fold,
+        limits: Option<&Limits>,
         mut work: impl FnMut(&Transaction) -> Result<T>,
     ) -> Result<T> {
         // Open the database and read its header before queueing for the lock: with
@@ -204,7 +227,7 @@ impl Spool {
         let _lock = FileLock::acquire(&self.dir, LOCK_FILE, LOCK_WAIT)?;
         let mut attempt = 0;
         loop {
-            match self.write_locked(limits, &mut work) {
+            match self.write_locked(fold, limits, &mut work) {
                 Err(Error::Corrupt(reason)) if attempt == 0 => {
                     attempt += 1;
                     self.quarantine(&reason)?;
@@ -216,6 +239,7 @@ impl Spool {
 
     fn write_locked<T>(
         &mut self,
+        fold: Fold,
         limits: Option<&Limits>,
         work: &mut impl FnMut(&Transaction) -> Result<T>,
     ) -> Result<T> {
@@ -230,6 +254,9 @@ impl Spool {
             }
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             schema::migrate(&tx, &dir)?;
+            if fold == Fold::First {
+                inbox::fold(&tx)?;
+            }
             let out = work(&tx)?;
             if let Some(limits) = limits {
                 limits::enforce(&tx, limits, crate::wire::now_millis())?;
@@ -257,7 +284,7 @@ impl Spool {
                     let _lock = FileLock::acquire(&self.dir, LOCK_FILE, LOCK_WAIT)?;
                     self.quarantine(&reason)?;
                     // Start the fresh spool now, so the next writer finds it ready.
-                    self.write_locked(None, &mut |_| Ok(()))?;
+                    self.write_locked(Fold::First, None, &mut |_| Ok(()))?;
                 }
                 // A full disk can stop SQLite making the files a normal read needs;
                 // the data is still there, so read it as a snapshot.
@@ -267,6 +294,29 @@ impl Spool {
                 }
                 other => return other,
             }
+        }
+    }
+
+    /// [`Spool::read`], seeing the inbox as the next write will leave it: folded into
+    /// `events`. The fold happens in this read's own transaction and is rolled back, so
+    /// nothing is written (for `upload --dry-run`, whose bodies must be those an upload
+    /// would send). The transaction is `IMMEDIATE`, as a fold is a write: a deferred one
+    /// could not upgrade once another writer had committed. Where the spool cannot be
+    /// written at all, `events` alone is read.
+    fn read_folded<T>(&mut self, mut work: impl FnMut(&Transaction) -> Result<T>) -> Result<T> {
+        let conn = self.connection()?;
+        let folded = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(Error::from)
+            .and_then(|tx| {
+                inbox::fold(&tx)?;
+                let out = work(&tx)?;
+                tx.rollback()?;
+                Ok(out)
+            });
+        match folded.map_err(|e| self.contextualize(e)) {
+            Err(Error::CantWrite { .. }) => self.read(work),
+            other => other,
         }
     }
 
@@ -292,6 +342,19 @@ impl Spool {
             work(&tx)
         })();
         result.map_err(|e| self.contextualize(e))
+    }
+
+    /// Moves what waits in the inbox into `events`, when anything does and the spool
+    /// can be written; for the reads that follow `events` alone (an upload's horizon, a
+    /// purge's count). On a spool that cannot be written they see what `events` holds.
+    fn fold_inbox(&mut self) -> Result<()> {
+        if self.read(inbox::is_empty)? {
+            return Ok(());
+        }
+        match self.write(None, |_| Ok(())) {
+            Err(Error::CantWrite { .. }) => Ok(()),
+            other => other,
+        }
     }
 
     /// Adds the spool's path to errors that lack it, and tells a full disk from other

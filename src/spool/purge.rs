@@ -17,6 +17,7 @@ impl Spool {
     /// Counts what `selector` would remove, without removing it.
     pub fn count_matching(&mut self, selector: PurgeSelector) -> Result<u64> {
         let (sql, arg) = where_clause(selector);
+        self.fold_inbox()?;
         self.read(|tx| {
             let n: i64 = tx.query_row(
                 &format!("SELECT count(*) FROM events WHERE {sql}"),

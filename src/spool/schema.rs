@@ -10,7 +10,7 @@ use rusqlite::Transaction;
 use crate::error::{Error, Result};
 
 /// The version this binary writes.
-pub const CURRENT: i64 = 1;
+pub const CURRENT: i64 = 2;
 
 const MIGRATIONS: &[&str] = &[
     // 0 -> 1: the first schema.
@@ -85,6 +85,32 @@ const MIGRATIONS: &[&str] = &[
         at     INTEGER NOT NULL,
         events INTEGER NOT NULL
     ) WITHOUT ROWID;
+    "#,
+    // 1 -> 2: the inbox, where a small `record` appends with one page written.
+    r#"
+    -- Events as `record` hands them over, each row complete in itself (the envelope
+    -- fields inline, no index, no trigger), so a small append writes one page: what a
+    -- plain SQLite insert costs. Every other write folds the inbox into `streams` and
+    -- `events` first (see spool/inbox.rs), and only ever all of it, so its row ids stay
+    -- contiguous and the running totals of the last row describe the whole inbox.
+    CREATE TABLE inbox (
+        id          INTEGER PRIMARY KEY,  -- arrival order
+        session_id  TEXT NOT NULL,
+        client_ver  TEXT NOT NULL,
+        schema_ver  TEXT NOT NULL,
+        kind        INTEGER NOT NULL,
+        status      INTEGER NOT NULL,
+        ts          INTEGER NOT NULL,
+        level       INTEGER NOT NULL,
+        parameters  TEXT NOT NULL,
+        bytes       INTEGER NOT NULL,
+        -- Over the inbox up to and including this row: events, bytes, oldest and
+        -- newest event time. The limits read them from the last row alone.
+        run_events  INTEGER NOT NULL,
+        run_bytes   INTEGER NOT NULL,
+        run_min_ts  INTEGER NOT NULL,
+        run_max_ts  INTEGER NOT NULL
+    );
     "#,
 ];
 

@@ -8,6 +8,7 @@ use rusqlite::{OptionalExtension, Transaction};
 use crate::error::{Error, Result};
 use crate::event::{Kind, Status};
 use crate::level::Level;
+use crate::spool::inbox;
 use crate::spool::meta::{self, LastUpload};
 use crate::spool::{Spool, StoredEvent};
 use crate::wire::Millis;
@@ -70,12 +71,18 @@ fn list_queued(
     limit: Option<u64>,
     each: &mut impl FnMut(StoredEvent) -> Result<()>,
 ) -> Result<()> {
+    // The inbox's events come after those in `events` of the same time: they arrived
+    // later. (Their ids count in the inbox's own sequence; nothing here uses them.)
     let mut stmt = tx.prepare(
         "SELECT e.id, e.kind, e.status, e.ts, e.level, e.parameters,
-                s.session_id, s.client_ver, s.schema_ver
+                s.session_id, s.client_ver, s.schema_ver, 0 AS waiting
          FROM events e JOIN streams s ON s.id = e.stream
          WHERE e.rejected = 0
-         ORDER BY e.ts, e.id
+         UNION ALL
+         SELECT id, kind, status, ts, level, parameters,
+                session_id, client_ver, schema_ver, 1 AS waiting
+         FROM inbox
+         ORDER BY 4, 10, 1
          LIMIT ?1",
     )?;
     let limit = limit.map_or(-1, |n| n as i64);
@@ -126,6 +133,17 @@ fn summarize(tx: &Transaction, now: Millis) -> Result<Summary> {
                 .or_default() += n;
         }
     }
+    // Events still in the inbox: queued, never in flight or rejected.
+    for (kind, status, n) in inbox::counts(tx)? {
+        s.queued += n;
+        if let (Some(kind), Some(status)) = (Kind::from_code(kind), Status::from_code(status)) {
+            *s.by_kind
+                .entry(kind)
+                .or_default()
+                .entry(status)
+                .or_default() += n;
+        }
+    }
     s.in_flight = tx.query_row(
         "SELECT count(*) FROM events WHERE lease_until IS NOT NULL AND lease_until > ?1
            AND rejected = 0",
@@ -147,6 +165,9 @@ fn summarize(tx: &Transaction, now: Millis) -> Result<Summary> {
             |r| r.get(0),
         )
         .optional()?;
+    let waiting = inbox::totals(tx)?;
+    s.oldest = s.oldest.into_iter().chain(waiting.oldest).min();
+    s.newest = s.newest.into_iter().chain(waiting.newest).max();
     s.last_upload = meta::last_upload(tx)?;
     s.next_attempt = meta::get_i64(tx, meta::NEXT_ATTEMPT)?.filter(|&t| t > now);
     Ok(s)

@@ -164,6 +164,42 @@ impl Sandbox {
     pub fn db(&self) -> rusqlite::Connection {
         rusqlite::Connection::open(self.db_file()).expect("open spool db")
     }
+
+    /// Moves the event time of the stored events whose parameters are `LIKE` `pattern`
+    /// back by `ms`, wherever the spool holds them: in `events`, or still in the inbox
+    /// (whose running oldest and newest times are then recomputed). Returns how many.
+    pub fn age_events(&self, pattern: &str, ms: i64) -> usize {
+        let db = self.db();
+        let mut n = 0;
+        for table in ["events", "inbox"] {
+            n += db
+                .execute(
+                    &format!("UPDATE {table} SET ts = ts - ?1 WHERE parameters LIKE ?2"),
+                    rusqlite::params![ms, pattern],
+                )
+                .expect("age events");
+        }
+        db.execute_batch(
+            "UPDATE inbox SET
+               run_min_ts = (SELECT min(ts) FROM inbox i WHERE i.id <= inbox.id),
+               run_max_ts = (SELECT max(ts) FROM inbox i WHERE i.id <= inbox.id)",
+        )
+        .expect("recompute the inbox's running times");
+        n
+    }
+
+    /// One column of every stored event, in `events` or still in the inbox.
+    pub fn stored<T: rusqlite::types::FromSql>(&self, column: &str) -> Vec<T> {
+        let db = self.db();
+        let sql = format!("SELECT {column} FROM events UNION ALL SELECT {column} FROM inbox");
+        let mut stmt = db.prepare(&sql).expect("query stored events");
+        let rows = stmt
+            .query_map([], |r| r.get(0))
+            .expect("query stored events")
+            .collect::<Result<_, _>>()
+            .expect("read stored events");
+        rows
+    }
 }
 
 #[track_caller]
