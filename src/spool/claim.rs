@@ -468,15 +468,18 @@ fn next_batch(
     cursor: &mut Cursor,
 ) -> Result<Option<Batch>> {
     let limit = plan.limits.events.max(1);
-    let mut events_of = tx.prepare_cached(
+    // The limit is written into the text, not bound: SQLite re-prepares a statement each
+    // time a bound LIMIT changes value, which was every batch. It is fixed for a run, so
+    // the cached statement is reused.
+    let mut events_of = tx.prepare_cached(&format!(
         "SELECT e.id, e.kind, e.status, e.ts, e.level, e.parameters,
                 s.session_id, s.client_ver, s.schema_ver
          FROM events e JOIN streams s ON s.id = e.stream
          WHERE e.stream = ?1 AND e.id > ?2 AND e.id <= ?3
            AND e.rejected = 0 AND (e.lease_until IS NULL OR e.lease_until <= ?4)
          ORDER BY e.id
-         LIMIT ?5",
-    )?;
+         LIMIT {limit}"
+    ))?;
     let mut next_stream =
         tx.prepare_cached("SELECT id FROM streams WHERE id > ?1 ORDER BY id LIMIT 1")?;
     loop {
@@ -485,8 +488,7 @@ fn next_batch(
                 cursor.stream,
                 cursor.after,
                 plan.horizon,
-                now,
-                limit as i64
+                now
             ])?;
             let mut batch: Option<Batch> = None;
             while let Some(row) = rows.next()? {
