@@ -13,9 +13,9 @@
 //! test ends early (a failed assertion included), so nothing outlives the test.
 
 mod common;
+mod stress_support;
 
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use common::collector::Collector;
 use common::sandbox::*;
 use serde_json::Value;
+use stress_support::{integrity, watchdog, ProcessGroup, StopOnExit};
 
 const WRITERS: usize = 64;
 const EVENTS_PER_WRITER: usize = 50;
@@ -33,81 +34,6 @@ const HARD_LIMIT: Duration = Duration::from_secs(150);
 /// Pause between two runs of a background `upload` or `inspect`, so the loops share the
 /// cores with the writers instead of starving them.
 const LOOP_PAUSE: Duration = Duration::from_millis(40);
-
-/// A process group for every child of the test, anchored by a `sleep` that keeps the group
-/// id alive (and not reusable) until the group is killed.
-struct ProcessGroup {
-    anchor: Child,
-}
-
-impl ProcessGroup {
-    fn new() -> ProcessGroup {
-        use std::os::unix::process::CommandExt;
-        let anchor = Command::new("sleep")
-            .arg("600")
-            .process_group(0)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn the process-group anchor");
-        ProcessGroup { anchor }
-    }
-
-    fn id(&self) -> i32 {
-        self.anchor.id() as i32
-    }
-
-    /// Runs `cmd` to completion inside the group; stdout and stderr captured.
-    fn run(&self, mut cmd: Command) -> Output {
-        use std::os::unix::process::CommandExt;
-        cmd.process_group(self.id())
-            .output()
-            .expect("run telespool")
-    }
-
-    /// SIGKILLs every process in the group, the anchor included.
-    fn kill(&self) {
-        if let Some(pid) = rustix::process::Pid::from_raw(self.id()) {
-            let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
-        }
-    }
-}
-
-impl Drop for ProcessGroup {
-    fn drop(&mut self) {
-        self.kill();
-        let _ = self.anchor.wait();
-    }
-}
-
-/// Stops the loops and kills the group when the concurrent phase is left, normally or by a
-/// panic; the scope then joins the threads, whose children are dead or about to end.
-struct StopOnExit<'a> {
-    stop: &'a AtomicBool,
-    group: &'a ProcessGroup,
-}
-
-impl Drop for StopOnExit<'_> {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        self.group.kill();
-    }
-}
-
-/// Kills the group if the phase is still running at `limit` (a hung child), so the test
-/// fails instead of hanging; ends as soon as `stop` is set.
-fn watchdog(stop: &AtomicBool, group: &ProcessGroup, started: Instant, limit: Duration) {
-    while !stop.load(Ordering::SeqCst) {
-        if started.elapsed() > limit {
-            eprintln!("watchdog: still running after {limit:?}; killing every child");
-            stop.store(true, Ordering::SeqCst);
-            group.kill();
-            return;
-        }
-        thread::sleep(Duration::from_millis(50));
-    }
-}
 
 /// A command that ran and did not do what it should.
 struct Failure {
@@ -293,19 +219,6 @@ fn assert_no_failures(kind: &str, failures: &[Failure]) {
         failures.len(),
         first.join("\n")
     );
-}
-
-fn integrity(sb: &Sandbox) -> String {
-    let db = sb.db();
-    db.busy_timeout(Duration::from_secs(30)).unwrap();
-    let rows: Vec<String> = db
-        .prepare("PRAGMA integrity_check")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
-    rows.join("; ")
 }
 
 /// What the concurrent phase of the test saw.

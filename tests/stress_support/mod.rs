@@ -1,7 +1,11 @@
-//! Helpers for the tests that put telespool under fire (`chaos`, `limits`): children that
-//! cannot outlive the test, a seeded random generator, bounded waits, and the checks such
-//! a test ends with.
+//! Helpers for the tests that put telespool under fire (`chaos`, `limits`, `many_writers`,
+//! `privacy`): children that cannot outlive the test, a seeded random generator, bounded
+//! waits, and the checks such a test ends with.
 #![allow(dead_code)] // each test binary uses a different part of this module
+
+mod group;
+#[allow(unused_imports)] // not every test binary uses the group
+pub use group::*;
 
 use std::io::Read;
 use std::path::Path;
