@@ -52,56 +52,28 @@ impl Spool {
             for (stream, _) in groups {
                 sessions.push(stream.session.resolve(|| meta::slurm_key(tx))?);
             }
-            let mut rows = Vec::with_capacity(count);
-            for ((stream, events), session_id) in groups.iter().zip(&sessions) {
-                for new in events {
-                    let parameters = stored_parameters(new);
-                    rows.push(inbox::Row {
-                        session_id,
-                        client_ver: &stream.client_ver,
-                        schema_ver: &stream.schema_ver,
-                        kind: new.event.kind().code(),
-                        status: new.event.status().code(),
-                        ts: new.ts,
-                        level: i64::from(new.level.number()),
-                        bytes: (parameters.len() + ROW_OVERHEAD) as i64,
-                        parameters,
-                    });
-                }
-            }
+            let rows: Vec<Row> = groups
+                .iter()
+                .zip(&sessions)
+                .flat_map(|((stream, events), session_id)| rows(session_id, stream, events))
+                .collect();
             if count <= INBOX_MAX_APPEND && limits::room_for(tx, limits, now, &rows)? {
                 inbox::push(tx, &rows)?;
                 limits::log_settings(tx, limits)?;
                 return Ok(sessions);
             }
             inbox::fold(tx)?;
-            let mut insert = tx.prepare_cached(
-                "INSERT INTO events (stream, kind, status, ts, level, parameters, bytes)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            )?;
-            let mut current: Option<(&str, &str, &str, i64)> = None;
+            let mut current: Option<(&Row, i64)> = None;
             for row in &rows {
                 let stream = match current {
-                    Some((s, c, v, id))
-                        if (s, c, v) == (row.session_id, row.client_ver, row.schema_ver) =>
-                    {
-                        id
-                    }
+                    Some((first, id)) if first.same_stream(row) => id,
                     _ => {
                         let id = stream_id(tx, row.session_id, row.client_ver, row.schema_ver)?;
-                        current = Some((row.session_id, row.client_ver, row.schema_ver, id));
+                        current = Some((row, id));
                         id
                     }
                 };
-                insert.execute(rusqlite::params![
-                    stream,
-                    row.kind,
-                    row.status,
-                    row.ts,
-                    row.level,
-                    row.parameters,
-                    row.bytes
-                ])?;
+                insert_row(tx, stream, row)?;
             }
             limits::enforce(tx, limits, now)?;
             Ok(sessions)
@@ -109,16 +81,55 @@ impl Spool {
     }
 }
 
-/// The parameters as stored: the spool, not only its callers, guarantees a level-1
-/// event never carries its model name to disk.
-fn stored_parameters(new: &NewEvent) -> String {
-    if new.level.keeps_model() {
-        new.event.parameters_json()
-    } else {
-        let mut redacted = new.event.clone();
-        redacted.redact_model();
-        redacted.parameters_json()
+/// One event ready to store, in `events` or in the inbox: validated, redacted if its
+/// level says so, its size counted, with the envelope fields of its stream.
+pub(super) struct Row<'a> {
+    pub session_id: &'a str,
+    pub client_ver: &'a str,
+    pub schema_ver: &'a str,
+    pub kind: i64,
+    pub status: i64,
+    pub ts: Millis,
+    pub level: i64,
+    pub parameters: String,
+    pub bytes: i64,
+}
+
+impl Row<'_> {
+    fn same_stream(&self, other: &Row) -> bool {
+        (self.session_id, self.client_ver, self.schema_ver)
+            == (other.session_id, other.client_ver, other.schema_ver)
     }
+}
+
+/// The rows of `events`, recorded under `session_id` in `stream`.
+pub(super) fn rows<'a>(
+    session_id: &'a str,
+    stream: &'a NewStream,
+    events: &'a [NewEvent],
+) -> impl Iterator<Item = Row<'a>> + 'a {
+    events.iter().map(move |new| {
+        // The spool, not only its callers, guarantees a level-1 event never carries its
+        // model name to disk.
+        let parameters = if new.level.keeps_model() {
+            new.event.parameters_json()
+        } else {
+            let mut redacted = new.event.clone();
+            redacted.redact_model();
+            redacted.parameters_json()
+        };
+        Row {
+            session_id,
+            client_ver: &stream.client_ver,
+            schema_ver: &stream.schema_ver,
+            kind: new.event.kind().code(),
+            status: new.event.status().code(),
+            ts: new.ts,
+            level: i64::from(new.level.number()),
+            bytes: (parameters.len() + ROW_OVERHEAD) as i64,
+            parameters,
+        }
+    })
 }
 
 pub(super) fn stream_id(
@@ -143,23 +154,20 @@ pub(super) fn stream_id(
     Ok(tx.last_insert_rowid())
 }
 
-pub(super) fn insert_events(tx: &Transaction, stream: i64, events: &[NewEvent]) -> Result<()> {
-    let mut insert = tx.prepare_cached(
+/// Inserts `row` into `events`, in the stream whose `streams` id is `stream`.
+pub(super) fn insert_row(tx: &Transaction, stream: i64, row: &Row) -> Result<()> {
+    tx.prepare_cached(
         "INSERT INTO events (stream, kind, status, ts, level, parameters, bytes)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-    )?;
-    for new in events {
-        let parameters = stored_parameters(new);
-        let bytes = (parameters.len() + ROW_OVERHEAD) as i64;
-        insert.execute(rusqlite::params![
-            stream,
-            new.event.kind().code(),
-            new.event.status().code(),
-            new.ts,
-            new.level.number(),
-            parameters,
-            bytes
-        ])?;
-    }
+    )?
+    .execute(rusqlite::params![
+        stream,
+        row.kind,
+        row.status,
+        row.ts,
+        row.level,
+        row.parameters,
+        row.bytes
+    ])?;
     Ok(())
 }

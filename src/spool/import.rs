@@ -4,7 +4,7 @@
 use rusqlite::OptionalExtension;
 
 use crate::error::Result;
-use crate::spool::append::{insert_events, stream_id};
+use crate::spool::append::{insert_row, rows, stream_id};
 use crate::spool::{limits, meta, Limits, NewEvent, NewStream, Spool};
 use crate::wire::Millis;
 
@@ -64,7 +64,9 @@ impl Spool {
             read(&mut |stream: &NewStream, events: &[NewEvent]| {
                 let session = stream.session.resolve(|| meta::slurm_key(tx))?;
                 let id = stream_id(tx, &session, &stream.client_ver, &stream.schema_ver)?;
-                insert_events(tx, id, events)?;
+                for row in rows(&session, stream, events) {
+                    insert_row(tx, id, &row)?;
+                }
                 count += events.len() as u64;
                 Ok(())
             })?;

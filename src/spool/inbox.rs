@@ -20,6 +20,7 @@
 use rusqlite::{OptionalExtension, Transaction};
 
 use crate::error::Result;
+use crate::spool::append::Row;
 use crate::wire::Millis;
 
 /// What the inbox holds, from its last row.
@@ -29,19 +30,6 @@ pub(super) struct Totals {
     pub bytes: u64,
     pub oldest: Option<Millis>,
     pub newest: Option<Millis>,
-}
-
-/// One event ready to store: validated, redacted, its size counted.
-pub(super) struct Row<'a> {
-    pub session_id: &'a str,
-    pub client_ver: &'a str,
-    pub schema_ver: &'a str,
-    pub kind: i64,
-    pub status: i64,
-    pub ts: Millis,
-    pub level: i64,
-    pub parameters: String,
-    pub bytes: i64,
 }
 
 pub(super) fn totals(tx: &Transaction) -> Result<Totals> {

@@ -22,6 +22,7 @@ use std::time::Duration;
 use rusqlite::{OptionalExtension, Transaction};
 
 use crate::error::Result;
+use crate::spool::append::Row;
 use crate::spool::{inbox, meta};
 use crate::wire::Millis;
 
@@ -120,7 +121,7 @@ pub(super) fn room_for(
     tx: &Transaction,
     limits: &Limits,
     now: Millis,
-    rows: &[inbox::Row],
+    rows: &[Row],
 ) -> Result<bool> {
     let (events, bytes): (i64, i64) = tx
         .prepare_cached("SELECT COALESCE(SUM(events), 0), COALESCE(SUM(bytes), 0) FROM tally")?

@@ -3,8 +3,10 @@
 //! Everything that touches SQL lives under this module; the rest of telespool talks
 //! to it through [`Spool`]'s methods and plain data types. Writes go through
 //! [`Spool::write`], which holds the lock file, runs one `IMMEDIATE` transaction,
-//! brings the schema up to date, applies the limits and commits — so every write,
-//! whoever makes it, follows the same rules.
+//! brings the schema up to date, folds the inbox into `events`, applies the limits and
+//! commits — so every write, whoever makes it, follows the same rules. The one
+//! exception is a small append ([`Spool::append`]), which may instead add its rows to the
+//! inbox after checking the same limits; see `inbox.rs` for why.
 
 mod append;
 mod claim;
