@@ -260,7 +260,12 @@ pub fn envelope_overhead(session_id: &str, client_ver: &str, schema_ver: &str) -
 
 /// The bytes one event adds to a body, its separating comma included.
 pub fn event_size(event: &WireEvent) -> usize {
-    serde_json::to_vec(event).map(|v| v.len() + 1).unwrap_or(0)
+    // Counted, not serialized: an upload sizes every event it sends. `ts` and `name` are
+    // plain ASCII that JSON never escapes, and `parameters` is written verbatim, so
+    // `{"ts":"…","parameters":…,"name":"…"}` is this long (a test holds it to serde's
+    // output), plus the comma that separates it from the next.
+    const FIXED: usize = r#"{"ts":"","parameters":,"name":""}"#.len();
+    FIXED + event.ts.len() + event.parameters.get().len() + event.name.len() + 1
 }
 
 /// A request body parsed and validated: what `listen` and `upload --from` store.
@@ -346,6 +351,31 @@ fn truncate(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_events_counted_size_is_its_serialized_size_and_a_comma() {
+        for (ts, parameters, name) in [
+            (
+                0,
+                r#"{"task":"mmlu","model":"m/é \"q\"","status":"success"}"#,
+                "EvaluationTaskEvent",
+            ),
+            (
+                1_763_600_523_456,
+                r#"{"tasks":["a","b"],"exporters":[]}"#,
+                "LauncherJobEvent",
+            ),
+            (-1, "{}", "EvaluationTaskEvent"),
+        ] {
+            let event = WireEvent {
+                ts: format_ts(ts),
+                parameters: RawValue::from_string(parameters.to_string()).unwrap(),
+                name,
+            };
+            let serialized = serde_json::to_vec(&event).unwrap();
+            assert_eq!(event_size(&event), serialized.len() + 1, "{parameters}");
+        }
+    }
 
     #[test]
     fn the_direct_timestamp_form_is_chronos_strftime_form() {
