@@ -400,6 +400,7 @@ fn kill_9_at_random_loses_nothing_invents_nothing_and_duplicates_little() {
     );
     c.assert_valid();
     assert_eq!(integrity(&sb), "ok");
+    sb.assert_counts_agree();
     assert_locks_free(&sb.spool);
     let doc = sb.inspect();
     assert_eq!(doc["queued"], 0);

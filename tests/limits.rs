@@ -121,6 +121,7 @@ fn the_event_bound_drops_the_oldest_and_counts_each_exactly() {
         .map(|e| e["sessionId"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(streams as usize, sessions.len());
+    sb.assert_counts_agree();
 }
 
 #[test]
@@ -212,6 +213,7 @@ fn the_spool_files_stay_within_the_byte_bound_while_many_write() {
         .unwrap();
     assert_eq!(orphans, 0);
     assert_eq!(integrity(&sb), "ok");
+    sb.assert_counts_agree();
 }
 
 #[test]
@@ -259,6 +261,7 @@ fn expired_events_go_at_the_next_write_and_at_the_next_upload_never_sent() {
     let doc = sb.inspect();
     assert_eq!(tasks(&doc), ["fresh"]);
     assert_eq!(doc["dropped"], 3);
+    sb.assert_counts_agree();
 }
 
 #[test]
@@ -311,4 +314,5 @@ fn twenty_failed_uploads_drop_nothing() {
         (doc["queued"].as_u64(), doc["dropped"].as_u64()),
         (Some(0), Some(0))
     );
+    sb.assert_counts_agree();
 }

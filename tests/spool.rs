@@ -402,10 +402,12 @@ fn purge_asks_without_yes_and_removes_with_it() {
     let out = sb.run(&["purge", "--older-than", "1d", "--yes"]);
     assert_ok(&out);
     assert!(stdout(&out).contains("removed 0 events"));
+    sb.assert_counts_agree();
     let out = sb.run(&["purge", "--all", "--yes"]);
     assert_ok(&out);
     assert!(stdout(&out).contains("removed 3 events"));
     assert_eq!(sb.queued(), 0);
+    sb.assert_counts_agree();
     assert_exit(&sb.run(&["purge", "--yes"]), 64);
     assert_exit(&sb.run(&["purge", "--older-than", "soon", "--yes"]), 64);
 }
@@ -550,8 +552,20 @@ fn a_spool_of_the_first_schema_gains_the_inbox_and_keeps_its_events() {
         .query_row("SELECT count(*) FROM events", [], |r| r.get(0))
         .unwrap();
     assert_eq!(in_events, 3);
-    db.execute_batch("DROP TABLE inbox; PRAGMA user_version = 1;")
-        .unwrap();
+    // Back to the first schema's objects: no inbox and no lease ledger, the delete
+    // trigger and the lease index back; and one event claimed by a (dead) upload.
+    db.execute_batch(
+        "DROP TABLE inbox; DROP TABLE leases;
+         CREATE TRIGGER events_tally_delete AFTER DELETE ON events BEGIN
+             UPDATE tally SET events = events - 1, bytes = bytes - old.bytes
+             WHERE kind = old.kind AND status = old.status AND rejected = old.rejected;
+         END;
+         CREATE INDEX events_leased ON events (lease_until) WHERE lease_until IS NOT NULL;
+         UPDATE events SET lease_until = 32503680000000
+             WHERE id = (SELECT min(id) FROM events);
+         PRAGMA user_version = 1;",
+    )
+    .unwrap();
     drop(db);
 
     sb.record_task("v2", "m", "success");
@@ -569,4 +583,13 @@ fn a_spool_of_the_first_schema_gains_the_inbox_and_keeps_its_events() {
         .map(|e| e["parameters"]["task"].as_str().unwrap())
         .collect();
     assert_eq!(tasks, ["v1-0", "v1-1", "v1-2", "v2"]);
+    assert_eq!(
+        doc["in_flight"], 1,
+        "the claim made under the first schema still counts"
+    );
+    sb.assert_counts_agree();
+    // Deletes keep the counts without the trigger the first schema had.
+    assert_ok(&sb.run(&["purge", "--all", "--yes"]));
+    assert_eq!(sb.inspect()["queued"], 0);
+    sb.assert_counts_agree();
 }

@@ -545,6 +545,7 @@ fn an_uploader_killed_mid_request_loses_nothing_once_its_lease_runs_out() {
     victim.wait().unwrap();
 
     // Claimed by the dead run: the next run sends nothing until the lease ends.
+    sb.assert_counts_agree();
     let s = summary(&sb);
     assert_eq!(
         (s["queued"].as_u64(), s["in_flight"].as_u64()),
@@ -574,6 +575,7 @@ fn an_uploader_killed_mid_request_loses_nothing_once_its_lease_runs_out() {
     tasks.dedup();
     assert_eq!(tasks.len(), 40, "none lost, none twice");
     assert_eq!(sb.queued(), 0);
+    sb.assert_counts_agree();
 }
 
 #[test]

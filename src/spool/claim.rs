@@ -22,7 +22,7 @@ use crate::error::Result;
 use crate::level::Level;
 use crate::spool::meta::{self, LastUpload};
 use crate::spool::summary::stored_event;
-use crate::spool::{Limits, Spool, StoredEvent};
+use crate::spool::{tally, Limits, Spool, StoredEvent};
 use crate::wire::{self, Millis, WireEvent};
 
 /// How events are cut into request bodies.
@@ -328,10 +328,10 @@ impl Spool {
     /// disk); returns how many were still there.
     pub fn remove(&mut self, ids: &[i64], limits: &Limits) -> Result<u64> {
         self.write(Some(limits), |tx| {
-            let mut delete = tx.prepare_cached("DELETE FROM events WHERE id = ?1")?;
             let mut removed = 0;
             for id in ids {
-                removed += delete.execute([id])? as u64;
+                removed +=
+                    tally::delete_events(tx, "DELETE FROM events WHERE id = ?1", [id])?.count;
             }
             sweep_streams(tx)?;
             Ok(removed)
@@ -356,6 +356,7 @@ fn settle_and_claim_in(
     };
     // Expired events go before anything is handed out.
     super::limits::enforce(tx, limits, claim.now)?;
+    tally::forget_expired(tx, claim.now)?;
     // The same condition `next_batch` selected with, in the same transaction: exactly
     // the batch's events.
     let mut lease = tx.prepare_cached(
@@ -376,6 +377,7 @@ fn settle_and_claim_in(
             claim.now
         ])?;
         debug_assert_eq!(leased, batch.events.len());
+        tally::lease(tx, claim.lease_until, leased as u64)?;
         batch.lease_until = Some(claim.lease_until);
         out.push(batch);
     }
@@ -383,32 +385,36 @@ fn settle_and_claim_in(
 }
 
 fn settle_in(tx: &Transaction, s: &Settlement) -> Result<()> {
-    let each = |sql: &str, spans: &[Span]| -> Result<()> {
+    for span in &s.delivered {
+        tally::delete_events(
+            tx,
+            "DELETE FROM events
+             WHERE stream = ?1 AND id BETWEEN ?2 AND ?3 AND lease_until = ?4",
+            rusqlite::params![span.stream, span.first, span.last, span.lease_until],
+        )?;
+    }
+    let unlease = |sql: &str, spans: &[Span]| -> Result<()> {
         if spans.is_empty() {
             return Ok(());
         }
         let mut stmt = tx.prepare_cached(sql)?;
         for span in spans {
-            stmt.execute(rusqlite::params![
+            let n = stmt.execute(rusqlite::params![
                 span.stream,
                 span.first,
                 span.last,
                 span.lease_until
             ])?;
+            tally::unlease(tx, span.lease_until, n as u64)?;
         }
         Ok(())
     };
-    each(
-        "DELETE FROM events
-         WHERE stream = ?1 AND id BETWEEN ?2 AND ?3 AND lease_until = ?4",
-        &s.delivered,
-    )?;
-    each(
+    unlease(
         "UPDATE events SET rejected = 1, lease_until = NULL
          WHERE stream = ?1 AND id BETWEEN ?2 AND ?3 AND lease_until = ?4",
         &s.rejected,
     )?;
-    each(
+    unlease(
         "UPDATE events SET lease_until = NULL
          WHERE stream = ?1 AND id BETWEEN ?2 AND ?3 AND lease_until = ?4",
         &s.released,

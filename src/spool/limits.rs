@@ -23,7 +23,7 @@ use rusqlite::{OptionalExtension, Transaction};
 
 use crate::error::Result;
 use crate::spool::append::Row;
-use crate::spool::{inbox, meta};
+use crate::spool::{inbox, meta, tally};
 use crate::wire::Millis;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,11 +63,7 @@ pub fn wal_pages(limits: &Limits, page_size: u64) -> u64 {
 pub fn enforce(tx: &Transaction, limits: &Limits, now: Millis) -> Result<u64> {
     let mut drop = Dropping::default();
     let cutoff = now.saturating_sub(limits.max_age.as_millis() as i64);
-    drop.run(
-        tx,
-        "DELETE FROM events WHERE ts < ?1 RETURNING stream",
-        [cutoff],
-    )?;
+    drop.run(tx, "DELETE FROM events WHERE ts < ?1", [cutoff])?;
 
     let (events, bytes): (i64, i64) = tx.query_row(
         "SELECT COALESCE(SUM(events), 0), COALESCE(SUM(bytes), 0) FROM tally",
@@ -86,8 +82,7 @@ pub fn enforce(tx: &Transaction, limits: &Limits, now: Millis) -> Result<u64> {
         )?;
         drop.run(
             tx,
-            "DELETE FROM events WHERE id IN (SELECT id FROM events ORDER BY ts, id LIMIT ?1)
-             RETURNING stream",
+            "DELETE FROM events WHERE id IN (SELECT id FROM events ORDER BY ts, id LIMIT ?1)",
             [excess_events as i64],
         )?;
         excess_bytes = excess_bytes.saturating_sub(freed as u64);
@@ -192,14 +187,11 @@ struct Dropping {
 }
 
 impl Dropping {
-    /// Runs a `DELETE ... RETURNING stream`.
+    /// Runs a `DELETE FROM events ...` (through [`tally::delete_events`]).
     fn run(&mut self, tx: &Transaction, sql: &str, params: impl rusqlite::Params) -> Result<()> {
-        let mut stmt = tx.prepare_cached(sql)?;
-        let mut rows = stmt.query(params)?;
-        while let Some(row) = rows.next()? {
-            self.count += 1;
-            self.streams.insert(row.get(0)?);
-        }
+        let removed = tally::delete_events(tx, sql, params)?;
+        self.count += removed.count;
+        self.streams.extend(removed.streams);
         Ok(())
     }
 
@@ -221,11 +213,7 @@ impl Dropping {
                 if bytes == 0 {
                     break;
                 }
-                self.run(
-                    tx,
-                    "DELETE FROM events WHERE id = ?1 RETURNING stream",
-                    [id],
-                )?;
+                self.run(tx, "DELETE FROM events WHERE id = ?1", [id])?;
                 any = true;
                 bytes = bytes.saturating_sub(size as u64);
             }

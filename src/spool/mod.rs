@@ -20,6 +20,7 @@ mod purge;
 mod quarantine;
 mod schema;
 mod summary;
+mod tally;
 
 use std::path::{Path, PathBuf};
 

@@ -1,7 +1,7 @@
 //! Removing events on a person's request.
 
 use crate::error::Result;
-use crate::spool::{Limits, Spool};
+use crate::spool::{tally, Limits, Spool};
 use crate::wire::Millis;
 
 /// Which events `purge` removes.
@@ -33,12 +33,13 @@ impl Spool {
     pub fn purge(&mut self, selector: PurgeSelector, limits: &Limits) -> Result<u64> {
         let (sql, arg) = where_clause(selector);
         self.write(Some(limits), |tx| {
-            let n = tx.execute(&format!("DELETE FROM events WHERE {sql}"), [arg])?;
+            let n =
+                tally::delete_events(tx, &format!("DELETE FROM events WHERE {sql}"), [arg])?.count;
             tx.execute(
                 "DELETE FROM streams WHERE id NOT IN (SELECT DISTINCT stream FROM events)",
                 [],
             )?;
-            Ok(n as u64)
+            Ok(n)
         })
     }
 }

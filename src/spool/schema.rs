@@ -86,8 +86,23 @@ const MIGRATIONS: &[&str] = &[
         events INTEGER NOT NULL
     ) WITHOUT ROWID;
     "#,
-    // 1 -> 2: the inbox, where a small `record` appends with one page written.
+    // 1 -> 2: the inbox, where a small `record` appends with one page written; deletes
+    // keep the counts in code; in-flight events counted by lease, not by index.
     r#"
+    -- Deletes take their events off `tally` in code, once per statement (spool/tally.rs).
+    DROP TRIGGER events_tally_delete;
+
+    -- Claimed events by lease time, kept by the claims and settles, so `inspect` counts
+    -- what is in flight without an index over every event's lease.
+    DROP INDEX events_leased;
+    CREATE TABLE leases (
+        lease_until INTEGER PRIMARY KEY,
+        events      INTEGER NOT NULL
+    );
+    INSERT INTO leases (lease_until, events)
+        SELECT lease_until, count(*) FROM events
+        WHERE lease_until IS NOT NULL AND rejected = 0 GROUP BY lease_until;
+
     -- Events as `record` hands them over, each row complete in itself (the envelope
     -- fields inline, no index, no trigger), so a small append writes one page: what a
     -- plain SQLite insert costs. Every other write folds the inbox into `streams` and

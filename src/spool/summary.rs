@@ -8,8 +8,8 @@ use rusqlite::{OptionalExtension, Transaction};
 use crate::error::{Error, Result};
 use crate::event::{Kind, Status};
 use crate::level::Level;
-use crate::spool::inbox;
 use crate::spool::meta::{self, LastUpload};
+use crate::spool::{inbox, tally};
 use crate::spool::{Spool, StoredEvent};
 use crate::wire::Millis;
 
@@ -144,12 +144,7 @@ fn summarize(tx: &Transaction, now: Millis) -> Result<Summary> {
                 .or_default() += n;
         }
     }
-    s.in_flight = tx.query_row(
-        "SELECT count(*) FROM events WHERE lease_until IS NOT NULL AND lease_until > ?1
-           AND rejected = 0",
-        [now],
-        |r| r.get::<_, i64>(0),
-    )? as u64;
+    s.in_flight = tally::in_flight(tx, now)?;
     s.dropped = meta::get_i64(tx, meta::DROPPED)?.unwrap_or(0).max(0) as u64;
     s.oldest = tx
         .query_row(

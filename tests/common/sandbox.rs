@@ -188,6 +188,58 @@ impl Sandbox {
         n
     }
 
+    /// Asserts that the spool's running counts agree with its rows: `tally` with the
+    /// events by kind, status and rejection, and `leases` with the leases that have not
+    /// run out on the events that carry them.
+    #[track_caller]
+    pub fn assert_counts_agree(&self) {
+        let db = self.db();
+        let rows = |sql: &str| -> Vec<(i64, i64, i64, i64, i64)> {
+            let mut stmt = db.prepare(sql).expect("query the counts");
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                })
+                .expect("query the counts")
+                .collect::<Result<_, _>>()
+                .expect("read the counts");
+            rows
+        };
+        assert_eq!(
+            rows(
+                "SELECT kind, status, rejected, events, bytes FROM tally
+                  WHERE events != 0 OR bytes != 0 ORDER BY 1, 2, 3"
+            ),
+            rows(
+                "SELECT kind, status, rejected, count(*), sum(bytes) FROM events
+                  GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
+            ),
+            "tally against the events"
+        );
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64
+            + 1_000;
+        let leases = |sql: &str| -> Vec<(i64, i64)> {
+            let mut stmt = db.prepare(sql).expect("query the leases");
+            let rows = stmt
+                .query_map([now], |r| Ok((r.get(0)?, r.get(1)?)))
+                .expect("query the leases")
+                .collect::<Result<_, _>>()
+                .expect("read the leases");
+            rows
+        };
+        assert_eq!(
+            leases("SELECT lease_until, events FROM leases WHERE lease_until > ?1 ORDER BY 1"),
+            leases(
+                "SELECT lease_until, count(*) FROM events
+                 WHERE lease_until > ?1 AND rejected = 0 GROUP BY 1 ORDER BY 1"
+            ),
+            "leases against the events"
+        );
+    }
+
     /// One column of every stored event, in `events` or still in the inbox.
     pub fn stored<T: rusqlite::types::FromSql>(&self, column: &str) -> Vec<T> {
         let db = self.db();
