@@ -167,19 +167,7 @@ fn writer(
     while !stop.load(Ordering::Relaxed) {
         n += 1;
         let task = format!("chaos-{id}-{n}");
-        let mut cmd = sb.cmd();
-        cmd.args([
-            "record",
-            "evaluation-task",
-            "--task",
-            &task,
-            "--framework",
-            "chaos",
-            "--model",
-            "chaos/model",
-            "--status",
-            "success",
-        ]);
+        let cmd = sb.record_cmd(&task, "chaos", "chaos/model");
         books.lock().unwrap().attempted.push(task.clone());
         let ended = run_killable(live, Kind::Record, cmd);
         check_stderr(books, "record", &ended);

@@ -27,22 +27,9 @@ use upload_support::*;
 const FILE_CONSTANT: u64 = 512 << 10;
 
 fn record_task(sb: &Sandbox, task: &str, framework: &str, env: &[(&str, &str)]) {
-    let out = sb.run_env(
-        &[
-            "record",
-            "evaluation-task",
-            "--task",
-            task,
-            "--framework",
-            framework,
-            "--model",
-            "m",
-            "--status",
-            "success",
-        ],
-        env,
-    );
-    assert_ok(&out);
+    let mut cmd = sb.record_cmd(task, framework, "m");
+    cmd.envs(env.iter().copied());
+    assert_ok(&cmd.output().expect("run telespool"));
 }
 
 /// `record --json -` with `lines` on stdin.

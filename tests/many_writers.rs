@@ -70,19 +70,7 @@ fn writer(sb: &Sandbox, group: &ProcessGroup, stop: &AtomicBool, w: usize) -> Wr
             });
             break;
         }
-        let mut cmd = sb.cmd();
-        cmd.args([
-            "record",
-            "evaluation-task",
-            "--task",
-            &task,
-            "--framework",
-            "lm-eval",
-            "--model",
-            "org/model",
-            "--status",
-            "success",
-        ]);
+        let cmd = sb.record_cmd(&task, "lm-eval", "org/model");
         let began = Instant::now();
         let out = group.run(cmd);
         took.push(began.elapsed());

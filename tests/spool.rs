@@ -576,13 +576,7 @@ fn a_spool_of_the_first_schema_gains_the_inbox_and_keeps_its_events() {
     assert_eq!(version, 2);
     let doc = sb.inspect();
     assert_eq!(doc["queued"], 4);
-    let tasks: Vec<&str> = doc["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["parameters"]["task"].as_str().unwrap())
-        .collect();
-    assert_eq!(tasks, ["v1-0", "v1-1", "v1-2", "v2"]);
+    assert_eq!(queued_tasks(&doc), ["v1-0", "v1-1", "v1-2", "v2"]);
     assert_eq!(
         doc["in_flight"], 1,
         "the claim made under the first schema still counts"

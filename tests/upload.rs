@@ -773,26 +773,13 @@ fn small_records_wait_in_the_inbox_and_leave_in_arrival_order_with_bulk_ones() {
     // the one session's requests, and leave both tables empty.
     let c = Collector::start();
     let sb = Sandbox::new();
-    let record_one = |task: &str| {
-        let out = sb.run_env(
-            &[
-                "record",
-                "evaluation-task",
-                "--task",
-                task,
-                "--framework",
-                "lm-eval",
-                "--model",
-                "m",
-                "--status",
-                "success",
-                "--client-version",
-                "1.0",
-            ],
-            &[("NEMO_EVALUATOR_TELEMETRY_SESSION_ID", "inbox-session")],
-        );
-        assert_ok(&out);
-    };
+    // Single records in the same stream as the bulk ones below: same session, same
+    // client version.
+    let stream = [
+        ("NEMO_EVALUATOR_TELEMETRY_SESSION_ID", "inbox-session"),
+        ("NEMO_EVALUATOR_TELEMETRY_CLIENT_VERSION", "1.0"),
+    ];
+    let record_one = |task: &str| assert_ok(&sb.try_record(task, &stream));
     for i in 0..3 {
         record_one(&format!("a{i}"));
     }

@@ -41,6 +41,21 @@ impl Summary {
     }
 }
 
+impl Summary {
+    /// Counts `n` more queued events of this kind and status (codes as stored).
+    fn add_queued(&mut self, kind: i64, status: i64, n: u64) {
+        self.queued += n;
+        if let (Some(kind), Some(status)) = (Kind::from_code(kind), Status::from_code(status)) {
+            *self
+                .by_kind
+                .entry(kind)
+                .or_default()
+                .entry(status)
+                .or_default() += n;
+        }
+    }
+}
+
 impl Spool {
     pub fn summary(&mut self, now: Millis) -> Result<Summary> {
         self.read(|tx| summarize(tx, now))
@@ -124,25 +139,11 @@ fn summarize(tx: &Transaction, now: Millis) -> Result<Summary> {
             s.rejected += n;
             continue;
         }
-        s.queued += n;
-        if let (Some(kind), Some(status)) = (Kind::from_code(kind), Status::from_code(status)) {
-            *s.by_kind
-                .entry(kind)
-                .or_default()
-                .entry(status)
-                .or_default() += n;
-        }
+        s.add_queued(kind, status, n);
     }
     // Events still in the inbox: queued, never in flight or rejected.
     for (kind, status, n) in inbox::counts(tx)? {
-        s.queued += n;
-        if let (Some(kind), Some(status)) = (Kind::from_code(kind), Status::from_code(status)) {
-            *s.by_kind
-                .entry(kind)
-                .or_default()
-                .entry(status)
-                .or_default() += n;
-        }
+        s.add_queued(kind, status, n);
     }
     s.in_flight = tally::in_flight(tx, now)?;
     s.dropped = meta::get_i64(tx, meta::DROPPED)?.unwrap_or(0).max(0) as u64;

@@ -116,21 +116,30 @@ impl Sandbox {
     /// `record evaluation-task --task TASK` (framework `f`, model `m`, status `success`)
     /// with `env` added; the output, unchecked.
     pub fn try_record(&self, task: &str, env: &[(&str, &str)]) -> Output {
-        self.run_env(
-            &[
-                "record",
-                "evaluation-task",
-                "--task",
-                task,
-                "--framework",
-                "f",
-                "--model",
-                "m",
-                "--status",
-                "success",
-            ],
-            env,
-        )
+        let mut cmd = self.record_cmd(task, "f", "m");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().expect("run telespool")
+    }
+
+    /// The command `record evaluation-task` of `task` with this framework and model and
+    /// status `success`, to run, spawn or place in a process group.
+    pub fn record_cmd(&self, task: &str, framework: &str, model: &str) -> Command {
+        let mut cmd = self.cmd();
+        cmd.args([
+            "record",
+            "evaluation-task",
+            "--task",
+            task,
+            "--framework",
+            framework,
+            "--model",
+            model,
+            "--status",
+            "success",
+        ]);
+        cmd
     }
 
     /// `inspect --json --events --limit 0`, parsed.
@@ -288,4 +297,17 @@ pub fn contains(haystack: &[u8], needle: &str) -> bool {
     haystack
         .windows(needle.len())
         .any(|w| w == needle.as_bytes())
+}
+
+/// The tasks of the events still queued, from `inspect --json --events --limit 0`.
+pub fn queued_tasks(doc: &Value) -> Vec<String> {
+    doc["events"]
+        .as_array()
+        .map(|events| {
+            events
+                .iter()
+                .map(|e| e["parameters"]["task"].as_str().unwrap_or("").to_string())
+                .collect()
+        })
+        .unwrap_or_default()
 }

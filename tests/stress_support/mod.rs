@@ -13,8 +13,6 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-
 use crate::common::sandbox::Sandbox;
 
 /// splitmix64, seeded: enough to pick victims and moments reproducibly.
@@ -181,17 +179,4 @@ pub fn assert_locks_free(dir: &Path) {
             path.display()
         );
     }
-}
-
-/// The tasks of the events still queued, from `inspect --json --events --limit 0`.
-pub fn queued_tasks(doc: &Value) -> Vec<String> {
-    doc["events"]
-        .as_array()
-        .map(|events| {
-            events
-                .iter()
-                .map(|e| e["parameters"]["task"].as_str().unwrap_or("").to_string())
-                .collect()
-        })
-        .unwrap_or_default()
 }
