@@ -9,6 +9,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::collector::{validate_envelope, Chaos, Collector, Outcome, Reply};
+use common::spec_body::{spec_body, spec_task_event};
 use common::tls::{ServerCert, TestCa};
 use serde_json::{json, Value};
 use ureq::tls::{Certificate, RootCerts, TlsConfig};
@@ -16,9 +17,7 @@ use ureq::tls::{Certificate, RootCerts, TlsConfig};
 const SECOND: Duration = Duration::from_secs(1);
 
 fn task_event() -> Value {
-    json!({"ts": "2026-11-20T01:02:03.456Z", "name": "EvaluationTaskEvent",
-           "parameters": {"task": "mmlu", "frameworkName": "lm-eval", "model": "redacted",
-                          "executionDurationSeconds": 12.5, "status": "success"}})
+    spec_task_event("redacted")
 }
 
 fn job_event() -> Value {
@@ -29,19 +28,7 @@ fn job_event() -> Value {
 
 /// The example body of SPEC §5, with the given events.
 fn envelope(events: Vec<Value>) -> Value {
-    json!({
-        "browserType": "undefined", "clientId": "14399890258381784", "clientType": "Native",
-        "clientVariant": "Release", "clientVer": "25.11", "cpuArchitecture": "x86_64",
-        "deviceGdprBehOptIn": "None", "deviceGdprFuncOptIn": "None", "deviceGdprTechOptIn": "None",
-        "deviceId": "undefined", "deviceMake": "undefined", "deviceModel": "undefined",
-        "deviceOS": "undefined", "deviceOSVersion": "undefined", "deviceType": "undefined",
-        "eventProtocol": "1.6", "eventSchemaVer": "1.0", "eventSysVer": "nemo-telemetry/1.0",
-        "externalUserId": "undefined", "gdprBehOptIn": "None", "gdprFuncOptIn": "None",
-        "gdprTechOptIn": "None", "idpId": "undefined", "integrationId": "undefined",
-        "productName": "undefined", "productVersion": "undefined",
-        "sentTs": "2026-11-24T06:40:00.123Z", "sessionId": "session-1", "userId": "undefined",
-        "events": events
-    })
+    spec_body("session-1", "25.11", Value::Array(events))
 }
 
 fn agent(timeout: Duration, ca: Option<&TestCa>) -> ureq::Agent {

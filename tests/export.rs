@@ -8,6 +8,7 @@ use std::path::Path;
 
 use common::collector::{validate_envelope, Collector};
 use common::sandbox::*;
+use common::spec_body::{spec_body, spec_task_event};
 use serde_json::{json, Value};
 use upload_support::*;
 
@@ -19,11 +20,21 @@ fn lines(path: &Path) -> Vec<Value> {
         .collect()
 }
 
-/// Exports `sb`'s spool to `file` and checks it worked.
-fn export(sb: &Sandbox, file: &Path, args: &[&str]) -> std::process::Output {
+/// `export --output FILE ARGS...` with `env` added; the output, unchecked.
+fn try_export(
+    sb: &Sandbox,
+    file: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> std::process::Output {
     let mut full = vec!["export", "--output", file.to_str().unwrap()];
     full.extend_from_slice(args);
-    let out = sb.run(&full);
+    sb.run_env(&full, env)
+}
+
+/// Exports `sb`'s spool to `file` and checks it worked.
+fn export(sb: &Sandbox, file: &Path, args: &[&str]) -> std::process::Output {
+    let out = try_export(sb, file, args, &[]);
     assert_ok(&out);
     out
 }
@@ -138,11 +149,12 @@ fn export_at_level_1_holds_no_model_name_anywhere() {
     let sb = Sandbox::new();
     record_events(&sb, 20, "s", "1", "secret-org/secret-model-7b");
     let file = sb.root().join("out.jsonl");
-    let out = sb.run_env(
-        &["export", "--output", file.to_str().unwrap()],
+    assert_ok(&try_export(
+        &sb,
+        &file,
+        &[],
         &[("NEMO_EVALUATOR_TELEMETRY_LEVEL", "1")],
-    );
-    assert_ok(&out);
+    ));
     let bytes = std::fs::read(&file).unwrap();
     assert!(!contains(&bytes, "secret"), "the model name leaked");
     assert_eq!(models(&lines(&file)), vec!["redacted"; 20]);
@@ -231,11 +243,7 @@ fn export_matches_dry_run_and_skips_rejected_events() {
         b["sentTs"] = Value::Null;
         assert_eq!(a, b);
     }
-    let s = summary(&sb);
-    assert_eq!(
-        (s["queued"].as_u64(), s["rejected"].as_u64()),
-        (Some(0), Some(2))
-    );
+    assert_eq!(queued_and_rejected(&summary(&sb)), (0, 2));
 }
 
 #[test]
@@ -243,10 +251,7 @@ fn level_0_exports_nothing() {
     let sb = Sandbox::new();
     record_events(&sb, 3, "s", "1", "m");
     let file = sb.root().join("none.jsonl");
-    let out = sb.run_env(
-        &["export", "--output", file.to_str().unwrap()],
-        &[("NEMO_EVALUATOR_TELEMETRY_LEVEL", "0")],
-    );
+    let out = try_export(&sb, &file, &[], &[("NEMO_EVALUATOR_TELEMETRY_LEVEL", "0")]);
     assert_ok(&out);
     assert!(stderr(&out).contains("level is 0"));
     assert!(!file.exists());
@@ -270,7 +275,7 @@ fn an_unwritable_output_fails_73_and_keeps_the_events() {
     let sb = Sandbox::new();
     record_events(&sb, 3, "s", "1", "m");
     let file = sb.root().join("no/such/dir/out.jsonl");
-    let out = sb.run(&["export", "--output", file.to_str().unwrap()]);
+    let out = try_export(&sb, &file, &[], &[]);
     assert_exit(&out, 73);
     assert_eq!(stderr(&out).lines().count(), 1);
     assert_eq!(sb.queued(), 3);
@@ -278,22 +283,7 @@ fn an_unwritable_output_fails_73_and_keeps_the_events() {
 
 /// A valid exported line with one event.
 fn good_line() -> String {
-    json!({
-        "browserType": "undefined", "clientId": "14399890258381784", "clientType": "Native",
-        "clientVariant": "Release", "clientVer": "0.2.8", "cpuArchitecture": "x86_64",
-        "deviceGdprBehOptIn": "None", "deviceGdprFuncOptIn": "None", "deviceGdprTechOptIn": "None",
-        "deviceId": "undefined", "deviceMake": "undefined", "deviceModel": "undefined",
-        "deviceOS": "undefined", "deviceOSVersion": "undefined", "deviceType": "undefined",
-        "eventProtocol": "1.6", "eventSchemaVer": "1.0", "eventSysVer": "nemo-telemetry/1.0",
-        "externalUserId": "undefined", "gdprBehOptIn": "None", "gdprFuncOptIn": "None",
-        "gdprTechOptIn": "None", "idpId": "undefined", "integrationId": "undefined",
-        "productName": "undefined", "productVersion": "undefined",
-        "sentTs": "2026-11-24T06:40:00.123Z", "sessionId": "sess-x", "userId": "undefined",
-        "events": [{"ts": "2026-11-20T01:02:03.456Z", "name": "EvaluationTaskEvent",
-                    "parameters": {"task": "mmlu", "frameworkName": "lm-eval", "model": "m",
-                                   "executionDurationSeconds": 12.5, "status": "success"}}]
-    })
-    .to_string()
+    spec_body("sess-x", "0.2.8", json!([spec_task_event("m")])).to_string()
 }
 
 #[test]
@@ -380,7 +370,7 @@ fn export_while_an_upload_runs_is_refused_but_keep_is_fine() {
     let running = spawn_upload(&sb, &c.url(), &[], &[]);
     assert!(c.wait_for_requests(1, std::time::Duration::from_secs(15)));
     let file = sb.root().join("out.jsonl");
-    let out = sb.run(&["export", "--output", file.to_str().unwrap()]);
+    let out = try_export(&sb, &file, &[], &[]);
     assert_exit(&out, 75);
     assert!(stderr(&out).contains("upload is running"));
     assert!(!file.exists());

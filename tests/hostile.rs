@@ -5,6 +5,7 @@
 mod common;
 
 use common::sandbox::*;
+use common::spec_body::{spec_body, spec_task_event};
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
 use telespool::event::Event;
@@ -151,22 +152,7 @@ proptest! {
 }
 
 fn valid_body() -> String {
-    json!({
-        "browserType": "undefined", "clientId": "14399890258381784", "clientType": "Native",
-        "clientVariant": "Release", "clientVer": "0.2.8", "cpuArchitecture": "x86_64",
-        "deviceGdprBehOptIn": "None", "deviceGdprFuncOptIn": "None", "deviceGdprTechOptIn": "None",
-        "deviceId": "undefined", "deviceMake": "undefined", "deviceModel": "undefined",
-        "deviceOS": "undefined", "deviceOSVersion": "undefined", "deviceType": "undefined",
-        "eventProtocol": "1.6", "eventSchemaVer": "1.0", "eventSysVer": "nemo-telemetry/1.0",
-        "externalUserId": "undefined", "gdprBehOptIn": "None", "gdprFuncOptIn": "None",
-        "gdprTechOptIn": "None", "idpId": "undefined", "integrationId": "undefined",
-        "productName": "undefined", "productVersion": "undefined",
-        "sentTs": "2026-11-24T06:40:00.123Z", "sessionId": "s-1", "userId": "undefined",
-        "events": [{"ts": "2026-11-20T01:02:03.456Z", "name": "EvaluationTaskEvent",
-                    "parameters": {"task": "mmlu", "frameworkName": "lm-eval", "model": "m",
-                                   "executionDurationSeconds": 12.5, "status": "success"}}]
-    })
-    .to_string()
+    spec_body("s-1", "0.2.8", json!([spec_task_event("m")])).to_string()
 }
 
 #[test]

@@ -144,13 +144,7 @@ fn database_values(
     db: &rusqlite::Connection,
     skip: impl Fn(&str, &[u8]) -> bool,
 ) -> Vec<(String, Vec<u8>)> {
-    let tables: Vec<String> = db
-        .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
+    let tables: Vec<String> = column_of(db, "SELECT name FROM sqlite_master WHERE type = 'table'");
     let mut values = Vec::new();
     for table in tables {
         let mut stmt = db.prepare(&format!("SELECT * FROM \"{table}\"")).unwrap();
@@ -593,14 +587,8 @@ fn the_slurm_job_id_and_the_session_key_never_leave_the_key_store() {
         )
         .unwrap();
     assert_eq!(rows, recorded as i64);
-    let sessions: Vec<String> = db
-        .prepare("SELECT session_id FROM streams UNION SELECT session_id FROM inbox")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
     drop(db);
+    let sessions = sb.stored_sessions();
     assert_eq!(sessions.len(), 1, "one job, one session: {sessions:?}");
     let session = &sessions[0];
     assert!(
@@ -817,14 +805,7 @@ fn nothing_of_the_environment_leaves_only_allowlisted_values() {
     .map(String::from)
     .chain((0..5).map(|i| format!("task-d{i}")))
     .collect();
-    let stored_sessions: HashSet<String> = sb
-        .db()
-        .prepare("SELECT session_id FROM streams UNION SELECT session_id FROM inbox")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
+    let stored_sessions: HashSet<String> = sb.stored_sessions().into_iter().collect();
 
     // What leaves: request bodies (upload) and export lines.
     let export = sb.root().join("zq-exports-1184").join("out.jsonl");

@@ -327,11 +327,7 @@ fn a_413_splits_the_batch_in_halves_until_it_fits() {
         ]
     );
     assert_eq!(c.delivered_count(), 100);
-    let s = summary(&sb);
-    assert_eq!(
-        (s["queued"].as_u64(), s["rejected"].as_u64()),
-        (Some(0), Some(0))
-    );
+    assert_eq!(queued_and_rejected(&summary(&sb)), (0, 0));
 }
 
 #[test]
@@ -363,10 +359,7 @@ fn a_single_event_still_too_large_is_rejected_and_the_rest_delivered() {
     assert!(err.contains("rejected 1 event"), "{err}");
     assert_eq!(c.delivered_count(), 6);
     let s = summary(&sb);
-    assert_eq!(
-        (s["queued"].as_u64(), s["rejected"].as_u64()),
-        (Some(0), Some(1))
-    );
+    assert_eq!(queued_and_rejected(&s), (0, 1));
     assert_eq!(s["last_upload"]["result"], "rejected");
 
     // Never resent: the next run has nothing to do.
@@ -391,10 +384,7 @@ fn bad_request_and_unprocessable_are_rejected_never_resent() {
         assert!(err.contains("schema says no"), "{err}");
         assert_eq!(c.delivered_count(), 4, "the rest is still delivered");
         let s = summary(&sb);
-        assert_eq!(
-            (s["queued"].as_u64(), s["rejected"].as_u64()),
-            (Some(0), Some(10))
-        );
+        assert_eq!(queued_and_rejected(&s), (0, 10));
 
         let n = c.request_count();
         let out = upload(&sb, &c.url(), &[]);

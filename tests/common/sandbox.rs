@@ -251,16 +251,30 @@ impl Sandbox {
 
     /// One column of every stored event, in `events` or still in the inbox.
     pub fn stored<T: rusqlite::types::FromSql>(&self, column: &str) -> Vec<T> {
-        let db = self.db();
-        let sql = format!("SELECT {column} FROM events UNION ALL SELECT {column} FROM inbox");
-        let mut stmt = db.prepare(&sql).expect("query stored events");
-        let rows = stmt
-            .query_map([], |r| r.get(0))
-            .expect("query stored events")
-            .collect::<Result<_, _>>()
-            .expect("read stored events");
-        rows
+        column_of(
+            &self.db(),
+            &format!("SELECT {column} FROM events UNION ALL SELECT {column} FROM inbox"),
+        )
     }
+
+    /// Every session id the spool holds, in `streams` or still in the inbox.
+    pub fn stored_sessions(&self) -> Vec<String> {
+        column_of(
+            &self.db(),
+            "SELECT session_id FROM streams UNION SELECT session_id FROM inbox",
+        )
+    }
+}
+
+/// The first column of every row `sql` selects.
+#[track_caller]
+pub fn column_of<T: rusqlite::types::FromSql>(db: &rusqlite::Connection, sql: &str) -> Vec<T> {
+    let mut stmt = db.prepare(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let rows = stmt
+        .query_map([], |r| r.get(0))
+        .and_then(|rows| rows.collect::<Result<_, _>>())
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    rows
 }
 
 #[track_caller]

@@ -13,7 +13,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::common::sandbox::Sandbox;
+use crate::common::sandbox::{column_of, Sandbox};
 
 /// splitmix64, seeded: enough to pick victims and moments reproducibly.
 pub struct Rng(u64);
@@ -131,32 +131,14 @@ impl Drop for Guarded {
     }
 }
 
-/// Runs `done` every `every` until it holds; false once `limit` has passed.
-pub fn poll_until(limit: Duration, every: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    loop {
-        if done() {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(every);
-    }
-}
+#[allow(unused_imports)] // not every test binary polls
+pub use crate::common::poll_until;
 
 /// `PRAGMA integrity_check` on the spool's database, read by SQLite itself.
 pub fn integrity(sb: &Sandbox) -> String {
     let db = rusqlite::Connection::open(sb.db_file()).expect("open the spool database");
     db.busy_timeout(Duration::from_secs(30)).unwrap();
-    let rows: Vec<String> = db
-        .prepare("PRAGMA integrity_check")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
-    rows.join("; ")
+    column_of::<String>(&db, "PRAGMA integrity_check").join("; ")
 }
 
 /// Asserts that no process holds either lock file of the spool `dir` (a `kill -9`

@@ -101,17 +101,8 @@ pub fn finish(mut child: Child, limit: Duration) -> Output {
 }
 
 /// Polls `done` every 50 ms until it holds; false once `limit` has passed.
-pub fn eventually(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    loop {
-        if done() {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+pub fn eventually(limit: Duration, done: impl FnMut() -> bool) -> bool {
+    crate::common::poll_until(limit, Duration::from_millis(50), done)
 }
 
 /// The (sessionId, clientVer) of a request body.
@@ -145,4 +136,11 @@ pub fn summary(sb: &Sandbox) -> Value {
     let out = sb.run(&["inspect", "--json"]);
     assert_ok(&out);
     serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// `queued` and `rejected` of an `inspect --json` summary.
+#[track_caller]
+pub fn queued_and_rejected(summary: &Value) -> (u64, u64) {
+    let count = |key: &str| summary[key].as_u64().unwrap_or_else(|| panic!("no {key}"));
+    (count("queued"), count("rejected"))
 }
