@@ -87,12 +87,19 @@ fn export_then_upload_from_elsewhere_delivers_everything_as_recorded() {
     assert_eq!(there.queued(), 0);
 }
 
-#[test]
-fn importing_the_same_file_twice_sends_nothing_twice() {
+/// A spool of `n` events (one session) exported to a file; the spool is kept alive, as
+/// the file lives in its directory.
+fn exported_file(n: usize) -> (Sandbox, std::path::PathBuf) {
     let here = Sandbox::new();
-    record_events(&here, 5, "s", "1", "m");
+    record_events(&here, n, "s", "1", "m");
     let file = here.root().join("carry.jsonl");
     export(&here, &file, &[]);
+    (here, file)
+}
+
+#[test]
+fn importing_the_same_file_twice_sends_nothing_twice() {
+    let (_here, file) = exported_file(5);
 
     let there = Sandbox::new();
     let c = Collector::start();
@@ -115,10 +122,7 @@ fn importing_the_same_file_twice_sends_nothing_twice() {
 
 #[test]
 fn an_interrupted_upload_from_a_file_resumes_without_resending() {
-    let here = Sandbox::new();
-    record_events(&here, 250, "s", "1", "m");
-    let file = here.root().join("carry.jsonl");
-    export(&here, &file, &[]);
+    let (_here, file) = exported_file(250);
 
     let there = Sandbox::new();
     let c = Collector::start();

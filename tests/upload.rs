@@ -473,14 +473,21 @@ fn loopback_names_are_fine_over_plain_http() {
     assert_eq!(c.delivered_count(), 2);
 }
 
+/// Records 5 events and starts an upload whose first request the collector holds for
+/// 6 s; returns once that request has arrived.
+fn upload_held_in_its_first_request(sb: &Sandbox, c: &Collector) -> std::process::Child {
+    record_events(sb, 5, "s", "1", "m");
+    c.enqueue(Reply::ok().delay(6 * SECOND));
+    let upload = spawn_upload(sb, &c.url(), &[], &[]);
+    assert!(c.wait_for_requests(1, 15 * SECOND));
+    upload
+}
+
 #[test]
 fn a_second_upload_while_one_runs_exits_0_at_once() {
     let sb = Sandbox::new();
     let c = Collector::start();
-    record_events(&sb, 5, "s", "1", "m");
-    c.enqueue(Reply::ok().delay(6 * SECOND));
-    let first = spawn_upload(&sb, &c.url(), &[], &[]);
-    assert!(c.wait_for_requests(1, 15 * SECOND));
+    let first = upload_held_in_its_first_request(&sb, &c);
 
     let started = Instant::now();
     let second = upload(&sb, &c.url(), &[]);
@@ -502,10 +509,7 @@ fn a_second_upload_while_one_runs_exits_0_at_once() {
 fn recording_while_an_upload_waits_on_a_slow_endpoint_finishes_at_once() {
     let sb = Sandbox::new();
     let c = Collector::start();
-    record_events(&sb, 5, "s", "1", "m");
-    c.enqueue(Reply::ok().delay(6 * SECOND));
-    let upload = spawn_upload(&sb, &c.url(), &[], &[]);
-    assert!(c.wait_for_requests(1, 15 * SECOND));
+    let upload = upload_held_in_its_first_request(&sb, &c);
 
     let started = Instant::now();
     sb.record_task("during", "m", "success");

@@ -189,17 +189,13 @@ impl Listener {
         };
         let open = Arc::new(OpenConnections::default());
         let mut quiet_until: Option<Instant> = None;
+        let take = |(stream, peer), quiet_until: &mut Option<Instant>| {
+            accept(stream, peer, &open, &shared, jobs.as_ref(), quiet_until)
+        };
         while !stop.load(Ordering::SeqCst) {
             wait_readable(&socket, POLL_INTERVAL);
             match socket.accept() {
-                Ok((stream, peer)) => accept(
-                    stream,
-                    peer,
-                    &open,
-                    &shared,
-                    jobs.as_ref(),
-                    &mut quiet_until,
-                ),
+                Ok(connection) => take(connection, &mut quiet_until),
                 Err(e) if is_transient(&e) => {}
                 Err(e) => {
                     // Out of file descriptors or memory: say so now and then, back off,
@@ -215,14 +211,7 @@ impl Listener {
         // far as their clients know: take them too, then close the socket.
         for _ in 0..MAX_CONNECTIONS {
             match socket.accept() {
-                Ok((stream, peer)) => accept(
-                    stream,
-                    peer,
-                    &open,
-                    &shared,
-                    jobs.as_ref(),
-                    &mut quiet_until,
-                ),
+                Ok(connection) => take(connection, &mut quiet_until),
                 Err(_) => break,
             }
         }
